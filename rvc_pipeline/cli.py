@@ -1,0 +1,244 @@
+"""`rvc`: convert files or folders, list the voices of a models folder, inspect a checkpoint.
+
+    rvc convert INPUT OUTPUT --voice NAME_OR_PATH [options]
+    rvc voices [--models-dir DIR]
+    rvc info FILE.pth
+
+Every input is checked before any model is loaded. Exit codes: 0 success, 1 some files
+failed to convert, 2 bad arguments or inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from .errors import RVCError
+from .models_folder import ModelsFolder
+from .options import ConversionOptions
+from .pitch import DEFAULT_PITCH_METHOD, PITCH_METHODS
+
+EXIT_FAILED_FILES = 1
+EXIT_USAGE = 2
+
+
+def fatal(message: str) -> NoReturn:
+    """Print an error to stderr and exit with the usage code."""
+    print(f"rvc: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def _option_defaults() -> dict[str, object]:
+    return {f.name: f.default for f in fields(ConversionOptions)}
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `rvc` command."""
+    defaults = _option_defaults()
+    parser = argparse.ArgumentParser(prog="rvc", description="Retrieval-based Voice Conversion inference")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and how long stages take")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    conv = sub.add_parser("convert", help="convert an audio file, or every audio file in a folder")
+    conv.add_argument("input", type=Path, help="an audio file (WAV/FLAC/OGG/MP3) or a folder of them")
+    conv.add_argument("output", type=Path, help="output file (format from its suffix) or folder (WAV files)")
+    conv.add_argument("--voice", required=True, help="voice name in the models folder, or a path to a .pth")
+    conv.add_argument("--index", type=Path, help="retrieval .index (default: the voice's own, if any)")
+    conv.add_argument("--f0-method", choices=PITCH_METHODS, default=DEFAULT_PITCH_METHOD)
+    conv.add_argument("--f0-up-key", type=float, default=defaults["f0_up_key"], help="pitch shift in semitones")
+    conv.add_argument("--index-rate", type=float, default=defaults["index_rate"])
+    conv.add_argument("--filter-radius", type=int, default=defaults["filter_radius"])
+    conv.add_argument("--rms-mix-rate", type=float, default=defaults["rms_mix_rate"])
+    conv.add_argument("--protect", type=float, default=defaults["protect"])
+    conv.add_argument("--resample-sr", type=int, default=defaults["resample_sr"], help="output rate (0: voice's)")
+    conv.add_argument("--speaker-id", type=int, default=defaults["speaker_id"])
+    conv.add_argument("--seed", type=int, default=defaults["seed"], help="noise seed (same seed, same output)")
+    conv.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    conv.add_argument(
+        "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) are fast"
+    )
+    conv.add_argument("--max-duration", type=float, default=None, help="refuse inputs longer than this many seconds")
+    _add_models_arguments(conv)
+
+    voices = sub.add_parser("voices", help="list the voices in a models folder")
+    _add_models_arguments(voices)
+    voices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    info = sub.add_parser("info", help="print a voice checkpoint's metadata")
+    info.add_argument("file", type=Path)
+    return parser
+
+
+def _add_models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, default=None, help="models folder (default: $RVC_MODELS_DIR or ./models)")
+    parser.add_argument("--content-encoder", type=Path, default=None, help="hubert_base.pt or a transformers folder")
+    parser.add_argument("--rmvpe", type=Path, default=None, help="rmvpe.pt (enables --f0-method rmvpe)")
+
+
+def _models_folder(args: argparse.Namespace) -> ModelsFolder:
+    return ModelsFolder(args.models_dir, content_encoder=args.content_encoder, rmvpe=args.rmvpe)
+
+
+def _collect_jobs(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    from .audio import SUPPORTED_SUFFIXES
+
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+        if not files:
+            fatal(f"no audio files ({', '.join(sorted(SUPPORTED_SUFFIXES))}) in folder {source}")
+        if target.exists() and not target.is_dir():
+            fatal(f"input is a folder, so the output must be a folder too, but {target} is a file")
+        return [(f, target / f"{f.stem}.wav") for f in files]
+    if not source.is_file():
+        fatal(f"input {source} does not exist")
+    if target.is_dir():
+        return [(source, target / f"{source.stem}.wav")]
+    if target.suffix.lower() not in SUPPORTED_SUFFIXES:
+        fatal(f"cannot tell the output format from {target.name!r}; use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    return [(source, target)]
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert one file or a folder; returns the exit code."""
+    try:
+        options = ConversionOptions(
+            f0_up_key=args.f0_up_key,
+            f0_method=args.f0_method,
+            index_rate=args.index_rate,
+            filter_radius=args.filter_radius,
+            rms_mix_rate=args.rms_mix_rate,
+            protect=args.protect,
+            resample_sr=args.resample_sr,
+            speaker_id=args.speaker_id,
+            seed=args.seed,
+        )
+        folder = _models_folder(args)
+        voice_entry = folder.resolve_voice_argument(args.voice)
+        encoder_path = folder.content_encoder_path()
+        rmvpe_path = folder.rmvpe_path()
+    except RVCError as e:
+        fatal(str(e))
+    if args.index is not None and not args.index.is_file():
+        fatal(f"index {args.index} does not exist")
+    if encoder_path is None:
+        fatal(
+            f"no content encoder found: put hubert_base.pt (or a transformers-style folder) in "
+            f"{folder.assets_dir}, or pass --content-encoder / set RVC_CONTENT_ENCODER"
+        )
+    if options.f0_method == "rmvpe" and rmvpe_path is None:
+        fatal(f"--f0-method rmvpe needs rmvpe.pt in {folder.assets_dir} (or --rmvpe / RVC_RMVPE)")
+    jobs = _collect_jobs(args.input, args.output)
+
+    from tqdm import tqdm
+
+    from . import audio as audio_io
+    from .content import load_content_encoder
+    from .device import resolve_device, resolve_dtype
+    from .pipeline import convert
+    from .pitch import PitchEstimator
+    from .voice import load_voice
+
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.precision, device)
+        voice = load_voice(
+            voice_entry.pth_path, args.index or voice_entry.index_path, name=voice_entry.name, device=device, dtype=dtype
+        )
+        voice.check_speaker(options.speaker_id)
+        encoder = load_content_encoder(encoder_path, device=device, dtype=dtype)
+        estimator = PitchEstimator(device=device, rmvpe_path=rmvpe_path)
+    except RVCError as e:
+        fatal(str(e))
+
+    failures = 0
+    progress = tqdm(jobs, unit="file", disable=len(jobs) == 1 and not args.verbose)
+    for source, target in progress:
+        progress.set_postfix_str(source.name)
+        try:
+            wav = audio_io.decode_audio(source, max_duration_s=args.max_duration)
+            result = convert(wav, voice, encoder, estimator, options)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            audio_io.write_audio(target, result.audio, result.sample_rate)
+        except RVCError as e:
+            failures += 1
+            tqdm.write(f"rvc: {source}: {e}", file=sys.stderr)
+            continue
+        logging.getLogger("rvc").info(
+            "%s -> %s (%s)", source, target, ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        )
+    if failures:
+        print(f"rvc: {failures} of {len(jobs)} files failed", file=sys.stderr)
+        return EXIT_FAILED_FILES
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    """List the voices of a models folder."""
+    from .voice import describe_checkpoint
+
+    folder = _models_folder(args)
+    rows = []
+    for entry in folder.list_voices():
+        try:
+            info = describe_checkpoint(entry.pth_path)
+        except RVCError as e:
+            info = {"error": str(e)}
+        rows.append(
+            {
+                "name": entry.name,
+                "version": info.get("version"),
+                "sample_rate": info.get("sample_rate"),
+                "f0": info.get("f0"),
+                "speakers": info.get("n_speakers"),
+                "index": entry.index_path is not None,
+                "size_mb": round(entry.size_bytes / 1e6, 1),
+                **({"error": info["error"]} if "error" in info else {}),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no voices in {folder.root} (put <name>.pth, optionally with <name>.index, there)")
+        return 0
+    print(f"{'name':24} {'ver':4} {'rate':>6} {'f0':3} {'spk':>4} {'index':5} {'MB':>7}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:24} unreadable: {r['error']}")
+            continue
+        print(
+            f"{r['name']:24} {r['version']:4} {r['sample_rate']:>6} {'yes' if r['f0'] else 'no':3} "
+            f"{r['speakers']:>4} {'yes' if r['index'] else 'no':5} {r['size_mb']:>7}"
+        )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print a checkpoint's metadata as JSON."""
+    from .voice import describe_checkpoint
+
+    if not args.file.is_file():
+        fatal(f"{args.file} does not exist")
+    try:
+        info = describe_checkpoint(args.file)
+    except RVCError as e:
+        fatal(str(e))
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `rvc` command."""
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"convert": cmd_convert, "voices": cmd_voices, "info": cmd_info}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

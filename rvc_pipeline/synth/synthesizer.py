@@ -1,0 +1,185 @@
+"""RVC's synthesizer (`SynthesizerTrnMs{256,768}NSFsid[_nono]`), inference path only.
+
+Module and parameter names match the reference classes, so a voice's `weight` dict (with
+`enc_q.*` removed and weight norm folded) loads strictly. `build_synthesizer` does that.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError
+from .config import SynthesizerConfig
+from .flow import ResidualCouplingBlock
+from .generator import Generator
+from .nsf import gaussian_noise
+from .text_encoder import TextEncoder
+from .weight_norm import fold_weight_norm
+
+#: Scale of the prior noise: RVC's infer() draws z_p = m_p + exp(logs_p) * N(0,1) * 0.66666.
+PRIOR_NOISE_SCALE = 0.66666
+#: Flow hyperparameters fixed by RVC's synthesizer classes (rvc-formats.md §2.1).
+FLOW_KERNEL_SIZE = 5
+FLOW_DILATION_RATE = 1
+FLOW_N_LAYERS = 3
+FLOW_N_FLOWS = 4
+
+#: Layers that RVC wraps in weight norm (stored as `.weight_g` / `.weight_v`).
+WEIGHT_NORMED_LAYER = re.compile(
+    r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]?\.\d+"
+    r"|flow\.flows\.\d+\.enc\.(in_layers\.\d+|res_skip_layers\.\d+|cond_layer))$"
+)
+
+
+class Synthesizer(nn.Module):
+    """enc_p -> prior sample -> reversed flow -> decoder: content frames -> waveform."""
+
+    def __init__(self, config: SynthesizerConfig, content_dim: int, use_f0: bool) -> None:
+        super().__init__()
+        self.config = config
+        self.content_dim = content_dim
+        self.use_f0 = use_f0
+        c = config
+        self.enc_p = TextEncoder(
+            content_dim,
+            c.inter_channels,
+            c.hidden_channels,
+            c.filter_channels,
+            c.n_heads,
+            c.n_layers,
+            c.kernel_size,
+            use_f0,
+        )
+        self.dec = Generator(
+            c.inter_channels,
+            c.resblock,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.upsample_rates,
+            c.upsample_initial_channel,
+            c.upsample_kernel_sizes,
+            c.gin_channels,
+            sample_rate=c.sample_rate if use_f0 else None,
+        )
+        self.flow = ResidualCouplingBlock(
+            c.inter_channels,
+            c.hidden_channels,
+            FLOW_KERNEL_SIZE,
+            FLOW_DILATION_RATE,
+            FLOW_N_LAYERS,
+            FLOW_N_FLOWS,
+            c.gin_channels,
+        )
+        self.emb_g = nn.Embedding(c.spk_embed_dim, c.gin_channels)
+
+    @property
+    def hop_length(self) -> int:
+        """Output samples per 10 ms frame."""
+        return self.config.hop_length
+
+    @property
+    def sample_rate(self) -> int:
+        """Output sample rate in Hz."""
+        return self.config.sample_rate
+
+    @torch.inference_mode()
+    def infer(
+        self,
+        phone: Tensor,
+        lengths: Tensor,
+        pitch: Tensor | None,
+        nsff0: Tensor | None,
+        sid: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Convert content frames to audio.
+
+        phone [B, T, content_dim] float (100 Hz frames), lengths [B] long, pitch [B, T]
+        long coarse F0 1..255 and nsff0 [B, T] float F0 in Hz (both None for no-F0
+        models), sid [B] long speaker ids. Noise comes from `generator` (same seed, same
+        output). Returns float32 [B, 1, T * hop] in [-1, 1] at `sample_rate`.
+        """
+        if self.use_f0 and (pitch is None or nsff0 is None):
+            raise ValueError("this synthesizer is pitch-guided: pass pitch and nsff0")
+        dtype = self.emb_g.weight.dtype
+        device = self.emb_g.weight.device
+        g = self.emb_g(sid.to(device)).unsqueeze(-1)  # [B, gin, 1]
+        m_p, logs_p, mask = self.enc_p(
+            phone.to(device, dtype), pitch.to(device) if self.use_f0 else None, lengths.to(device)
+        )
+        noise = gaussian_noise(tuple(m_p.shape), generator, device, dtype)
+        z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * mask
+        z = self.flow.reverse(z_p, mask, g)
+        har_source = None
+        if self.dec.m_source is not None:
+            assert nsff0 is not None
+            har_source = self.dec.m_source(nsff0.to(device, torch.float32), self.dec.upp, generator)
+        return self.dec(z * mask, g, har_source).float()
+
+
+def build_synthesizer(
+    config: SynthesizerConfig,
+    content_dim: int,
+    use_f0: bool,
+    state_dict: Mapping[str, Tensor],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Synthesizer:
+    """Build a ready Synthesizer from an RVC `weight` dict (without `enc_q.*`).
+
+    Accepts both weight-norm spellings, folds weight norm once, loads strictly, converts
+    (fp16) weights to `dtype`, moves to `device`; the result is in eval mode with
+    requires_grad off. Raises CheckpointError listing missing / unexpected / misshapen keys.
+    """
+    try:
+        folded = fold_weight_norm(state_dict)
+    except ValueError as e:
+        raise CheckpointError(f"malformed synthesizer weights: {e}") from e
+    with torch.device("meta"):
+        model = Synthesizer(config, content_dim, use_f0)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(folded))
+    unexpected = sorted(set(folded) - set(expected))
+    misshapen = sorted(
+        f"{k}: file {tuple(folded[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(folded)
+        if folded[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshapen:
+        parts = [f"{name}: {_summarise(keys)}" for name, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        raise CheckpointError("synthesizer weights do not fit the architecture; " + "; ".join(parts))
+    converted = {k: v.to(device=device, dtype=dtype, copy=True) for k, v in folded.items()}
+    model.load_state_dict(converted, strict=True, assign=True)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def export_state_dict(model: Synthesizer, dtype: torch.dtype | None = torch.float16) -> dict[str, Tensor]:
+    """The model's weights in RVC's on-disk layout: weight-normed layers as weight_g/weight_v.
+
+    v = w and g = ||w|| (per output row), so folding gives back w. Tensors are cast to
+    `dtype` (RVC saves fp16; None keeps the model's dtype). Inverse of `build_synthesizer`.
+    """
+    out: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().clone()
+        layer, _, name = key.rpartition(".")
+        if name == "weight" and WEIGHT_NORMED_LAYER.match(layer):
+            norm = value.reshape(value.shape[0], -1).norm(dim=1)
+            out[f"{layer}.weight_g"] = norm.reshape((-1,) + (1,) * (value.dim() - 1))
+            out[f"{layer}.weight_v"] = value
+        else:
+            out[key] = value
+    return {k: v.to(dtype) if dtype is not None else v for k, v in out.items()}
+
+
+def _summarise(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+

@@ -1,0 +1,81 @@
+"""Typed arguments of the app builder (`serve_config.yaml` -> `build_app`).
+
+Defaults suit a 2-core laptop: one replica per deployment at 0.5 CPU each, so the whole
+graph fits on 2 cores; GPU fractions apply only where the cluster has a GPU, so the same
+file starts on a laptop and on a GPU node.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, Field
+
+
+class Autoscaling(BaseModel):
+    """Ray Serve autoscaling for one deployment (replaces `num_replicas`)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+
+
+class DeploymentSettings(BaseModel):
+    """Replicas and resources of one deployment."""
+
+    num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored when autoscaling is set)")
+    autoscaling: Optional[Autoscaling] = None
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica")
+    num_gpus: float = Field(0.0, ge=0, description="GPU fraction per replica; used only where a GPU exists")
+    max_ongoing_requests: int = Field(16, ge=1, description="concurrent requests per replica")
+    max_queued_requests: int = Field(-1, description="queued requests per caller before 503 (-1: unbounded)")
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
+
+    def deployment_options(self, *, gpu_available: bool) -> dict:
+        """Keyword arguments for `Deployment.options(...)`."""
+        actor: dict = {"num_cpus": self.num_cpus}
+        if gpu_available and self.num_gpus > 0:
+            actor["num_gpus"] = self.num_gpus
+        options: dict = {
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump()
+            options["num_replicas"] = "auto"
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class ServiceLimits(BaseModel):
+    """Request limits, each mapped to an HTTP status when exceeded."""
+
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="multipart body size; 413 beyond")
+    max_duration_s: float = Field(300.0, gt=0, description="decoded audio length; 413 beyond")
+    request_timeout_s: float = Field(300.0, gt=0, description="one conversion, end to end; 504 beyond")
+    max_in_flight: int = Field(8, ge=1, description="conversions in progress per ingress replica; 503 beyond")
+    max_tts_chars: int = Field(1000, ge=1, description="text length of /tts; 413 beyond")
+
+
+class AppArgs(BaseModel):
+    """Everything `serve_config.yaml` can set (`args:` of the application)."""
+
+    models_dir: Optional[str] = Field(None, description="voices folder (default $RVC_MODELS_DIR or ./models)")
+    content_encoder: Optional[str] = Field(None, description="hubert_base.pt or transformers folder")
+    rmvpe: Optional[str] = Field(None, description="rmvpe.pt (enables f0_method=rmvpe)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp32 is exact")
+    torch_threads: int = Field(1, ge=1, description="torch and FAISS threads per replica (results depend on it)")
+    voices_per_replica: int = Field(2, ge=1, description="voices cached per VoiceSynthesizer replica (LRU)")
+    demo_fallback: bool = Field(True, description="provide an untrained demo voice/encoder when none exist")
+    demo_dir: Optional[str] = Field(None, description="where demo assets go (default $RVC_CACHE_DIR/demo)")
+    feature_batch_size: int = Field(8, ge=1, description="chunks batched per HuBERT call (GPU only)")
+    feature_batch_wait_s: float = Field(0.005, ge=0)
+    limits: ServiceLimits = ServiceLimits()
+    ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.5, max_ongoing_requests=32)
+    content: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.2, max_ongoing_requests=32)
+    pitch: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.1, max_ongoing_requests=16)
+    synthesizer: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.3, max_ongoing_requests=16)

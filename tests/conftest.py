@@ -1,0 +1,75 @@
+"""Shared fixtures: small random-weight models in the real formats, made once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Reference-format fixtures beside the checkout (absent in a clone elsewhere).
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+
+# Two cores here: keep torch from oversubscribing when several libraries spawn threads.
+torch.set_num_threads(min(torch.get_num_threads(), 2))
+
+
+@pytest.fixture(scope="session")
+def shared_voices_dir() -> Path:
+    """The reference-written voices in ../shared/fixtures/voices; skips when absent."""
+    voices = SHARED_FIXTURES / "voices"
+    if not voices.is_dir():
+        pytest.skip(f"reference fixtures not found at {voices}")
+    return voices
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models folder with random-weight voices (v2 40k + index, v1 48k no-f0, v2 32k) and HuBERT."""
+    from tests.factories.hubert import write_fairseq_hubert
+    from tests.factories.voices import write_index, write_webui_voice
+
+    root = tmp_path_factory.mktemp("models")
+    write_webui_voice(root / "alice.pth", version="v2", sr=40000, f0=True, seed=1)
+    write_index(root / "alice.index", dim=768, n=600, seed=1)
+    write_webui_voice(root / "bob.pth", version="v1", sr=48000, f0=False, seed=2)
+    write_webui_voice(root / "carol.pth", version="v2", sr=32000, f0=True, n_speakers=3, seed=3)
+    (root / "assets").mkdir()
+    write_fairseq_hubert(root / "assets" / "hubert_base.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def encoder(models_dir):
+    from rvc_pipeline import load_content_encoder
+
+    return load_content_encoder(models_dir / "assets" / "hubert_base.pt", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def pitch_estimator():
+    from rvc_pipeline import PitchEstimator
+
+    return PitchEstimator(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def voice_v2(models_dir):
+    from rvc_pipeline import load_voice
+
+    return load_voice(models_dir / "alice.pth", models_dir / "alice.index", name="alice", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def voice_v1_nof0(models_dir):
+    from rvc_pipeline import load_voice
+
+    return load_voice(models_dir / "bob.pth", name="bob", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def voice_v2_32k(models_dir):
+    from rvc_pipeline import load_voice
+
+    return load_voice(models_dir / "carol.pth", name="carol", device="cpu")
