@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -10,6 +11,8 @@ from .errors import OptionError
 
 #: Environment variable that overrides automatic device selection.
 DEVICE_ENV = "RVC_DEVICE"
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -52,4 +55,17 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
         raise OptionError(f"unknown precision {precision!r}; use one of {sorted(_DTYPES)}") from e
     if dtype == torch.float16 and device.type == "cpu":
         raise OptionError("fp16 is not supported on the CPU; use fp32 (exact) or bf16 (fast)")
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_fast_bf16():
+        log.warning(
+            "bf16 on this CPU (no AVX512-BF16/AMX) runs emulated and is many times slower "
+            "than fp32; use fp32 here"
+        )
     return dtype
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels here (AVX512-BF16 or AMX); else bf16 is emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

@@ -36,6 +36,8 @@ from .voice import Voice
 SAMPLE_RATE = 16000
 #: Samples per pitch frame at 16 kHz (10 ms), `self.window` in the reference.
 WINDOW = 160
+#: Synthesis frames per second (10 ms frames; the voice's hop is sample_rate / 100).
+FRAMES_PER_SECOND = SAMPLE_RATE // WINDOW
 #: Peak above which the input is scaled down to this level (RVC `vc_single`).
 INPUT_PEAK_LIMIT = 0.95
 #: Output peak ceiling of the int16 conversion (RVC: `max|y| / 0.99`).
@@ -234,6 +236,12 @@ def synthesize_chunk(
         mask = np.where(f0[:n_frames] < 1, options.protect, 1.0).astype(np.float32)[:, None]
         features = features * mask + np.repeat(original, 2, axis=0)[:n_frames] * (1 - mask)
 
+    # The padding trimmed from each side, in 10 ms frames (x_pad seconds at 100 frames/s):
+    # only the frames between are decoded.
+    pad_frames = chunking.x_pad * FRAMES_PER_SECOND
+    kept_frames = n_frames - 2 * pad_frames
+    if kept_frames <= 0:
+        return np.zeros(0, dtype=np.float32)
     synth = voice.synthesizer
     param = next(synth.parameters())
     device, dtype = param.device, param.dtype
@@ -245,12 +253,12 @@ def synthesize_chunk(
         if use_pitch:
             pitch_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(device).unsqueeze(0)
             f0_t = torch.from_numpy(np.ascontiguousarray(f0, dtype=np.float32)).to(device).unsqueeze(0)
-            out = synth.infer(phone, lengths, pitch_t, f0_t, sid, generator=generator)
         else:
-            out = synth.infer(phone, lengths, None, None, sid, generator=generator)
-    audio = out[0, 0].float().cpu().numpy()
-    trim = voice.sample_rate * chunking.x_pad
-    return audio[trim:-trim] if trim else audio
+            pitch_t = f0_t = None
+        out = synth.infer(
+            phone, lengths, pitch_t, f0_t, sid, generator=generator, head=pad_frames, length=kept_frames
+        )
+    return out[0, 0].float().cpu().numpy()
 
 
 def _mix_rms(reference16k: np.ndarray, output: np.ndarray, sample_rate: int, rate: float) -> np.ndarray:

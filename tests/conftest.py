@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# FAISS's OpenMP pool thrashes against torch on two cores; one search thread is faster here.
+os.environ.setdefault("RVC_FAISS_THREADS", "1")
 
 import pytest
 import torch

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..device import resolve_device
+from ..device import resolve_device, resolve_dtype
 from ..errors import AssetNotFoundError, CheckpointError, OptionError, UnsupportedCheckpointError
 from .hubert import BASE_CONV_LAYERS, ContentEncoder, HubertConfig
 from .keys import check_keys, hf_to_fairseq, to_internal
@@ -52,11 +52,8 @@ def load_content_encoder(
         raise OptionError(f"unsupported content encoder dtype {dtype}; use float32, float16 or bfloat16")
     if dtype == torch.float16 and target.type == "cpu":
         raise OptionError("fp16 is not supported on the CPU; use fp32 (exact) or bf16 (fast)")
-    if dtype == torch.bfloat16 and target.type == "cpu" and not _cpu_has_fast_bf16():
-        log.warning(
-            "bf16 on this CPU (no AVX512-BF16/AMX) runs emulated matmuls that are far slower "
-            "than fp32; use fp32 here"
-        )
+    if dtype == torch.bfloat16:
+        resolve_dtype("bf16", target)  # warns where bf16 would be emulated
     if path.is_dir():
         config, state = _read_hf_folder(path)
     else:
@@ -69,13 +66,6 @@ def load_content_encoder(
         path.name, config.num_layers, config.hidden_size, config.final_dim, target, dtype,
     )
     return model
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def build_content_encoder(config: HubertConfig, state: dict[str, Tensor], *, source: str) -> ContentEncoder:

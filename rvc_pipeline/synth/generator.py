@@ -3,12 +3,16 @@
 z [B, 192, T] at 100 Hz -> waveform [B, 1, T * hop] in [-1, 1]. The NSF variant adds the
 harmonic source, downsampled by `noise_convs`, after every upsampling stage. Weight norm is
 folded at load, so every layer is a plain conv.
+
+On the CPU in fp32 the residual blocks run through `fastconv` (DFT / channels-last
+convolutions) over time chunks with an exact receptive-field halo; elsewhere they call
+the conv modules directly. Both compute the reference's function.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,13 @@ from .nsf import SourceModuleHnNSF
 LRELU_SLOPE = 0.1
 #: Slope of the exit leaky ReLU: RVC calls F.leaky_relu(x) with PyTorch's default.
 EXIT_LRELU_SLOPE = 0.01
+#: On the CPU fast path, residual blocks run over time chunks of about this many values
+#: (channels x samples) so their intermediates stay in cache; each chunk carries its
+#: blocks' receptive-field halo on both sides, so the result is the same as unchunked.
+CHUNK_VALUES = 1 << 22
+
+#: How a residual block applies one of its convs: (conv, x) -> conv(x).
+ConvFn = Callable[[nn.Conv1d, Tensor], Tensor]
 
 
 def same_padding(kernel_size: int, dilation: int = 1) -> int:
@@ -41,11 +52,16 @@ class ResBlock1(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=same_padding(kernel_size)) for _ in dilations
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [B, C, 1, N] channels-last -> same shape and layout."""
+    @property
+    def halo(self) -> int:
+        """Samples of context each side that one output sample depends on."""
+        return sum(c1.padding[0] + c2.padding[0] for c1, c2 in zip(self.convs1, self.convs2))
+
+    def forward(self, x: Tensor, conv: ConvFn = fastconv.plain_conv) -> Tensor:
+        """x [B, C, N] -> [B, C, N] (a new tensor; x is not modified)."""
         for c1, c2 in zip(self.convs1, self.convs2):
-            t = fastconv.conv1d(F.leaky_relu(x, LRELU_SLOPE), c1)
-            t = fastconv.conv1d(F.leaky_relu_(t, LRELU_SLOPE), c2)
+            t = conv(c1, F.leaky_relu(x, LRELU_SLOPE))
+            t = conv(c2, F.leaky_relu_(t, LRELU_SLOPE))
             x = t.add_(x)
         return x
 
@@ -60,10 +76,15 @@ class ResBlock2(nn.Module):
             for d in tuple(dilations)[:2]
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x [B, C, 1, N] channels-last -> same shape and layout."""
+    @property
+    def halo(self) -> int:
+        """Samples of context each side that one output sample depends on."""
+        return sum(c.padding[0] for c in self.convs)
+
+    def forward(self, x: Tensor, conv: ConvFn = fastconv.plain_conv) -> Tensor:
+        """x [B, C, N] -> [B, C, N] (a new tensor; x is not modified)."""
         for c in self.convs:
-            x = fastconv.conv1d(F.leaky_relu(x, LRELU_SLOPE), c).add_(x)
+            x = conv(c, F.leaky_relu(x, LRELU_SLOPE)).add_(x)
         return x
 
 
@@ -113,17 +134,39 @@ class Generator(nn.Module):
         """z [B, C, T], g [B, gin, 1], har_source [B, 1, T * upp] (NSF) -> [B, 1, T * upp]."""
         if (har_source is None) != (self.noise_convs is None):
             raise ValueError("har_source must be given exactly when the decoder is pitch-guided")
-        # Work in channels-last [B, C, 1, N] (see fastconv); convert back at the end.
-        x = fastconv.to_channels_last(self.conv_pre(z) + self.cond(g))
-        source = har_source.unsqueeze(2) if har_source is not None else None
-        for s, up in enumerate(self.ups):
-            x = fastconv.conv_transpose1d(F.leaky_relu(x, LRELU_SLOPE), up)
-            if self.noise_convs is not None:
-                x = x.add_(fastconv.conv1d(source, self.noise_convs[s]))
-            blocks = self.resblocks[s * self.num_kernels : (s + 1) * self.num_kernels]
-            acc = blocks[0](x)
-            for block in blocks[1:]:
-                acc = acc.add_(block(x))
-            x = acc.div_(self.num_kernels)
-        x = fastconv.conv1d(F.leaky_relu_(x, EXIT_LRELU_SLOPE), self.conv_post)
-        return torch.tanh(fastconv.from_channels_last(x))
+        x = self.conv_pre(z) + self.cond(g)
+        for s in range(len(self.ups)):
+            x = self.stage(s, x, har_source)
+        x = self.conv_post(F.leaky_relu_(x, EXIT_LRELU_SLOPE).contiguous())
+        return torch.tanh(x)
+
+    def stage(self, s: int, x: Tensor, har_source: Tensor | None) -> Tensor:
+        """Upsampling stage s: lrelu -> ups[s] (+ noise_convs[s](source)) -> mean of its resblocks."""
+        x = self.ups[s](F.leaky_relu(x, LRELU_SLOPE))
+        if self.noise_convs is not None:
+            x = x.add_(self.noise_convs[s](har_source))
+        blocks = self.resblocks[s * self.num_kernels : (s + 1) * self.num_kernels]
+        if not fastconv.fast_path(x):
+            return self._resblocks(blocks, x, fastconv.plain_conv)
+        time_major = x.shape[1] < fastconv.TIME_MAJOR_BELOW
+        if time_major:
+            x = fastconv.to_time_major(x)
+        conv = fastconv.Convolver(time_major)
+        halo = max(block.halo for block in blocks)
+        length = x.shape[-1]
+        chunk = max(CHUNK_VALUES // x.shape[1], 4 * halo)
+        if length <= chunk + 2 * halo:
+            return self._resblocks(blocks, x, conv)
+        out = torch.empty_like(x)
+        for a in range(0, length, chunk):
+            b = min(a + chunk, length)
+            lo, hi = max(a - halo, 0), min(b + halo, length)
+            out[..., a:b] = self._resblocks(blocks, x[..., lo:hi], conv)[..., a - lo : b - lo]
+        return out
+
+    def _resblocks(self, blocks: nn.ModuleList, x: Tensor, conv: ConvFn) -> Tensor:
+        """Mean of the stage's residual blocks applied to x."""
+        acc = blocks[0](x, conv)
+        for block in blocks[1:]:
+            acc = acc.add_(block(x, conv))
+        return acc.div_(self.num_kernels)

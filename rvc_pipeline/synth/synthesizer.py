@@ -22,6 +22,11 @@ from .weight_norm import fold_weight_norm
 
 #: Scale of the prior noise: RVC's infer() draws z_p = m_p + exp(logs_p) * N(0,1) * 0.66666.
 PRIOR_NOISE_SCALE = 0.66666
+#: Frames of context kept each side when only part of the output is decoded (`infer`'s
+#: head/length). The decoder's receptive field is under 10 frames (conv_pre k7: 3; the
+#: first upsampling and its residual blocks: ~6; later stages < 1; measured on v2 40k:
+#: exact to float rounding from 8 frames on); 24 leaves a 3x margin.
+DECODER_HALO_FRAMES = 24
 #: Flow hyperparameters fixed by RVC's synthesizer classes (rvc-formats.md §2.1).
 FLOW_KERNEL_SIZE = 5
 FLOW_DILATION_RATE = 1
@@ -95,6 +100,9 @@ class Synthesizer(nn.Module):
         nsff0: Tensor | None,
         sid: Tensor,
         generator: torch.Generator | None = None,
+        *,
+        head: int = 0,
+        length: int | None = None,
     ) -> Tensor:
         """Convert content frames to audio.
 
@@ -102,23 +110,48 @@ class Synthesizer(nn.Module):
         long coarse F0 1..255 and nsff0 [B, T] float F0 in Hz (both None for no-F0
         models), sid [B] long speaker ids. Noise comes from `generator` (same seed, same
         output). Returns float32 [B, 1, T * hop] in [-1, 1] at `sample_rate`.
+
+        `head`/`length` (frames) return only output frames [head, head + length) as
+        [B, 1, length * hop]: the same samples as the full output there (to float
+        rounding), since the text encoder, flow, noise and NSF phase still run over all T
+        frames and the decoder gets DECODER_HALO_FRAMES of context each side. It saves
+        decoding padding that the caller would trim anyway.
         """
-        if self.use_f0 and (pitch is None or nsff0 is None):
-            raise ValueError("this synthesizer is pitch-guided: pass pitch and nsff0")
+        if phone.dim() != 3 or phone.shape[-1] != self.content_dim:
+            raise ValueError(f"phone must be [B, T, {self.content_dim}], got {tuple(phone.shape)}")
+        frames = tuple(phone.shape[:2])
+        if self.use_f0:
+            if pitch is None or nsff0 is None:
+                raise ValueError("this synthesizer is pitch-guided: pass pitch and nsff0")
+            if tuple(pitch.shape) != frames or tuple(nsff0.shape) != frames:
+                raise ValueError(
+                    f"pitch {tuple(pitch.shape)} and nsff0 {tuple(nsff0.shape)} must be [B, T] = {frames}"
+                )
         dtype = self.emb_g.weight.dtype
         device = self.emb_g.weight.device
         g = self.emb_g(sid.to(device)).unsqueeze(-1)  # [B, gin, 1]
-        m_p, logs_p, mask = self.enc_p(
-            phone.to(device, dtype), pitch.to(device) if self.use_f0 else None, lengths.to(device)
-        )
+        coarse = pitch.to(device) if (self.use_f0 and pitch is not None) else None
+        m_p, logs_p, mask = self.enc_p(phone.to(device, dtype), coarse, lengths.to(device))
         noise = gaussian_noise(tuple(m_p.shape), generator, device, dtype)
         z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * mask
         z = self.flow.reverse(z_p, mask, g)
         har_source = None
         if self.dec.m_source is not None:
             assert nsff0 is not None
-            har_source = self.dec.m_source(nsff0.to(device, torch.float32), self.dec.upp, generator)
-        return self.dec(z * mask, g, har_source).float()
+            har_source = self.dec.m_source(nsff0.to(device), self.dec.upp, generator)
+        z = z * mask
+        total = z.shape[-1]
+        end = total if length is None else head + length
+        if not 0 <= head < end <= total:
+            raise ValueError(f"head={head}, length={length} do not select frames within 0..{total}")
+        if head == 0 and end == total:
+            return self.dec(z, g, har_source).float()
+        lo, hi = max(head - DECODER_HALO_FRAMES, 0), min(end + DECODER_HALO_FRAMES, total)
+        upp = self.dec.upp
+        if har_source is not None:
+            har_source = har_source[..., lo * upp : hi * upp]
+        out = self.dec(z[..., lo:hi], g, har_source)
+        return out[..., (head - lo) * upp : (end - lo) * upp].float()
 
 
 def build_synthesizer(
@@ -136,12 +169,15 @@ def build_synthesizer(
     (fp16) weights to `dtype`, moves to `device`; the result is in eval mode with
     requires_grad off. Raises CheckpointError listing missing / unexpected / misshapen keys.
     """
+    not_tensors = sorted(k for k, v in state_dict.items() if not isinstance(v, Tensor))
+    if not_tensors:
+        raise CheckpointError(f"synthesizer weights hold non-tensor entries: {_summarise(not_tensors)}")
     try:
         folded = fold_weight_norm(state_dict)
+        with torch.device("meta"):
+            model = Synthesizer(config, content_dim, use_f0)
     except ValueError as e:
-        raise CheckpointError(f"malformed synthesizer weights: {e}") from e
-    with torch.device("meta"):
-        model = Synthesizer(config, content_dim, use_f0)
+        raise CheckpointError(f"malformed synthesizer weights or config: {e}") from e
     expected = model.state_dict()
     missing = sorted(set(expected) - set(folded))
     unexpected = sorted(set(folded) - set(expected))
@@ -151,8 +187,8 @@ def build_synthesizer(
         if folded[k].shape != expected[k].shape
     )
     if missing or unexpected or misshapen:
-        parts = [f"{name}: {_summarise(keys)}" for name, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        problems = (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen))
+        parts = [f"{name}: {_summarise(keys)}" for name, keys in problems if keys]
         raise CheckpointError("synthesizer weights do not fit the architecture; " + "; ".join(parts))
     converted = {k: v.to(device=device, dtype=dtype, copy=True) for k, v in folded.items()}
     model.load_state_dict(converted, strict=True, assign=True)

@@ -39,26 +39,46 @@ class ChannelLayerNorm(nn.Module):
         return y.transpose(1, 2)
 
 
-def band_to_matrix(band: Tensor, window: int) -> Tensor:
-    """Place relative-position values [..., T, 2w+1] into an absolute [..., T, T] matrix.
+def _diagonal_band(m: Tensor, window: int, first: int, last: int) -> Tensor:
+    """View of m [..., T, T] rows first..last-1: out[..., i, r] = m[..., first + i, first + i + r - w].
 
-    out[..., i, j] = band[..., i, j - i + w] where |j - i| <= w, else 0.
+    Valid for window <= first and last <= T - window (every r in range).
     """
-    *lead, length, width = band.shape
-    padded = band.new_zeros(*lead, length, length + 2 * window)
-    row = length + 2 * window
-    strides = padded.stride()[:-2] + (row + 1, 1)
-    padded.as_strided(band.shape, strides).copy_(band)
-    return padded[..., window : window + length]
+    length = m.shape[-1]
+    assert m.stride()[-2:] == (length, 1), "the band views need row-major [..., T, T] storage"
+    lead = m.stride()[:-2]
+    offset = m.storage_offset() + first * (length + 1) - window
+    return m.as_strided((*m.shape[:-2], last - first, 2 * window + 1), (*lead, length + 1, 1), offset)
 
 
-def matrix_to_band(matrix: Tensor, window: int) -> Tensor:
-    """Inverse of `band_to_matrix`: [..., T, T] -> [..., T, 2w+1] (0 outside the matrix)."""
-    *lead, length, _ = matrix.shape
-    padded = F.pad(matrix, (window, window)).contiguous()
-    row = length + 2 * window
-    strides = padded.stride()[:-2] + (row + 1, 1)
-    return padded.as_strided((*lead, length, 2 * window + 1), strides)
+def _band_rows(t: int, window: int) -> list[tuple[int, int, int]]:
+    """Rows whose band is clipped by the matrix edge, as (row, first r, last r + 1)."""
+    rows = list(range(min(window, t))) + list(range(max(t - window, window), t))
+    return [(i, max(0, window - i), min(2 * window + 1, t - i + window)) for i in rows]
+
+
+def add_band_(matrix: Tensor, band: Tensor, window: int) -> Tensor:
+    """In place: matrix[..., i, j] += band[..., i, j - i + w] for |j - i| <= w. Returns matrix.
+
+    matrix [..., T, T] contiguous, band [..., T, 2w+1].
+    """
+    t = matrix.shape[-1]
+    if t > 2 * window:
+        _diagonal_band(matrix, window, window, t - window).add_(band[..., window : t - window, :])
+    for i, r0, r1 in _band_rows(t, window):
+        matrix[..., i, i + r0 - window : i + r1 - window] += band[..., i, r0:r1]
+    return matrix
+
+
+def take_band(matrix: Tensor, window: int) -> Tensor:
+    """out[..., i, r] = matrix[..., i, i + r - w] (0 outside the matrix): [..., T, T] -> [..., T, 2w+1]."""
+    t = matrix.shape[-1]
+    out = matrix.new_zeros(*matrix.shape[:-1], 2 * window + 1)
+    if t > 2 * window:
+        out[..., window : t - window, :] = _diagonal_band(matrix, window, window, t - window)
+    for i, r0, r1 in _band_rows(t, window):
+        out[..., i, r0:r1] = matrix[..., i, i + r0 - window : i + r1 - window]
+    return out
 
 
 class RelativeMultiHeadAttention(nn.Module):
@@ -84,8 +104,8 @@ class RelativeMultiHeadAttention(nn.Module):
         b, _, t = x.shape
         return x.view(b, self.n_heads, self.head_dim, t).transpose(2, 3)
 
-    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
-        """x [B, C, T], attn_mask [B, 1, T, T] (1 = attend) -> [B, C, T]."""
+    def forward(self, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """x [B, C, T], attn_mask [B, 1, T, T] (1 = attend; None: attend everywhere) -> [B, C, T]."""
         b, c, t = x.shape
         q = self._heads(self.conv_q(x)) / math.sqrt(self.head_dim)
         k = self._heads(self.conv_k(x))
@@ -93,10 +113,12 @@ class RelativeMultiHeadAttention(nn.Module):
         scores = q @ k.transpose(-2, -1)
         # Relative keys: q_i . E_k[w + (j - i)] for |j - i| <= w.
         rel_logits = q @ self.emb_rel_k.transpose(-2, -1).unsqueeze(0)  # [B, H, T, 2w+1]
-        scores = scores + band_to_matrix(rel_logits, self.window)
-        scores = scores.masked_fill(attn_mask == 0, MASKED_SCORE)
+        add_band_(scores, rel_logits, self.window)
+        if attn_mask is not None:
+            scores = scores.masked_fill(attn_mask == 0, MASKED_SCORE)
         p = torch.softmax(scores, dim=-1)
-        out = p @ v + matrix_to_band(p, self.window) @ self.emb_rel_v.unsqueeze(0)
+        # Relative values: sum_j p_ij E_v[w + (j - i)].
+        out = p @ v + take_band(p, self.window) @ self.emb_rel_v.unsqueeze(0)
         out = out.transpose(2, 3).reshape(b, c, t)
         return self.conv_o(out)
 
@@ -129,7 +151,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x [B, C, T], mask [B, 1, T] -> [B, C, T]."""
-        attn_mask = mask.unsqueeze(2) * mask.unsqueeze(-1)  # [B, 1, T, T]
+        # [B, 1, T, T]; None when nothing is padded (masking would change nothing).
+        attn_mask = None if bool(mask.all()) else mask.unsqueeze(2) * mask.unsqueeze(-1)
         x = x * mask
         for attn, norm1, ffn, norm2 in zip(self.attn_layers, self.norm_layers_1, self.ffn_layers, self.norm_layers_2):
             x = norm1(x + attn(x, attn_mask))

@@ -205,7 +205,8 @@ def test_two_threads_at_once_match_serial(rmvpe_estimator, rmvpe_file, method):
     fresh = PitchEstimator(device="cpu", rmvpe_path=rmvpe_file)  # threads also race the lazy load
     both = _run_concurrently(lambda i: fresh.estimate(clips[i], len(clips[i]) // HOP, method), 2)
     for got, want in zip(both, serial):
-        np.testing.assert_array_equal(got, want)
+        # Concurrent torch calls may split reductions differently (seen: fcpe, 1e-6 relative).
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
 
 
 @pytest.mark.parametrize("method,module,cls", [("fcpe", "fcpe", "FCPEPitch"), ("crepe-tiny", "crepe", "CrepePitch")])
