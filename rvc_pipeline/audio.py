@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,9 @@ _BLOCK_SAMPLES = 1 << 18
 # Lowest input rate accepted. Upsampling multiplies the sample count by 16000/rate, so a
 # header claiming, say, 1 Hz would turn a small file into gigabytes.
 MIN_INPUT_RATE = 1000
+
+# libsndfile's frame count for a header that does not state the length (SF_COUNT_MAX).
+_UNKNOWN_FRAMES = 2**63 - 1
 
 # Without a duration limit, never pre-allocate more than this (10 minutes at 16 kHz)
 # on the word of a header; the buffer grows if the audio really is longer.
@@ -181,6 +185,9 @@ def _decode_open_file(f: sf.SoundFile, what: str, max_duration_s: float | None) 
     if sr < MIN_INPUT_RATE or channels <= 0:
         raise AudioError(f"{what} has an unusable header (rate {sr} Hz, {channels} channels); "
                          f"rates of at least {MIN_INPUT_RATE} Hz are supported; {_HELP_FORMATS}")
+    if f.frames >= _UNKNOWN_FRAMES:  # libsndfile cannot read such a file block by block
+        raise AudioError(f"{what} does not state its length (a streamed FLAC?); re-encode it, "
+                         "e.g. `ffmpeg -i input output.wav`")
     header_frames = int(f.frames) if f.frames and f.frames > 0 else 0
     limit_frames = None if max_duration_s is None else int(math.floor(max_duration_s * sr))
     if limit_frames is not None and header_frames > limit_frames:
@@ -261,4 +268,5 @@ def _peak_divisor(y: np.ndarray) -> float:
 
 def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^Error opening <[^>]*>: ", "", text)  # soundfile names an in-memory file by its repr
     return text[:200]

@@ -45,7 +45,9 @@ def build_app(args: AppArgs) -> Application:
     """
     if not isinstance(args, AppArgs):
         args = AppArgs.model_validate(args or {})
-    has_gpu = gpu_available() and args.device != "cpu"
+    # device=cuda requests GPU fractions even before a GPU node has joined (an autoscaling
+    # cluster adds one for the pending replicas); auto uses GPUs only where they already exist.
+    has_gpu = args.device == "cuda" or (args.device == "auto" and gpu_available())
     device = resolve_service_device(args.device, has_gpu)
     logger.info("building the RVC app on %s (GPU fractions %s)", device, "on" if has_gpu else "off")
     content = ContentFeatures.options(**args.content.deployment_options(gpu_available=has_gpu)).bind(args, device)

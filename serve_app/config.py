@@ -18,6 +18,10 @@ class Autoscaling(BaseModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)
+    # Optional Serve knobs; unset (None) keeps Serve's own defaults (30 s up, 600 s down, 30 s window).
+    upscale_delay_s: Optional[float] = Field(None, ge=0, description="load must persist this long before scaling up")
+    downscale_delay_s: Optional[float] = Field(None, ge=0, description="idleness must persist this long before scaling down")
+    look_back_period_s: Optional[float] = Field(None, gt=0, description="window the ongoing-request average is taken over")
 
 
 class DeploymentSettings(BaseModel):
@@ -27,6 +31,9 @@ class DeploymentSettings(BaseModel):
     autoscaling: Optional[Autoscaling] = None
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPU fraction per replica; used only where a GPU exists")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="custom Ray resources per replica, e.g. {synth_node: 1} to pin it to such nodes"
+    )
     max_ongoing_requests: int = Field(16, ge=1, description="concurrent requests per replica")
     max_queued_requests: int = Field(-1, description="queued requests per caller before 503 (-1: unbounded)")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
@@ -36,6 +43,8 @@ class DeploymentSettings(BaseModel):
         actor: dict = {"num_cpus": self.num_cpus}
         if gpu_available and self.num_gpus > 0:
             actor["num_gpus"] = self.num_gpus
+        if self.resources:
+            actor["resources"] = dict(self.resources)
         options: dict = {
             "ray_actor_options": actor,
             "max_ongoing_requests": self.max_ongoing_requests,
@@ -43,7 +52,7 @@ class DeploymentSettings(BaseModel):
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
         if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.model_dump()
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
             options["num_replicas"] = "auto"
         else:
             options["num_replicas"] = self.num_replicas

@@ -14,31 +14,49 @@ from rvc_pipeline import (
     AssetNotFoundError,
     AudioError,
     AudioTooLongError,
+    CheckpointError,
     ConversionOptions,
     OptionError,
+    RetrievalIndexError,
     RVCError,
     VoiceNotFoundError,
 )
+
+
+#: Longest error detail answered; longer ones (e.g. echoing a 500 KB field) keep their start and end.
+MAX_DETAIL_CHARS = 1000
 
 
 class ServiceError(Exception):
     """An error answered as JSON {"error": code, "detail": text} with `status`."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
+        detail = _shorten(detail)
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
 
 
+def _shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text`, or its start and end around a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]} ...[{len(text) - 2 * keep} characters left out]... {text[-keep:]}"
+
+
 def _root_cause(exc: BaseException) -> BaseException:
-    """The user's exception inside Ray's wrappers (RayTaskError keeps it as `.cause`)."""
+    """The user's exception inside Ray's wrappers (RayTaskError keeps it as `.cause`). The wrapper
+    also subclasses the cause's type ("RayTaskError(CheckpointError)"), so it is unwrapped whatever
+    its type: its text is a remote traceback, not a message for the user."""
     seen = 0
-    while seen < 5 and not isinstance(exc, (RVCError, ServiceError)) and getattr(exc, "cause", None) is not None:
+    while seen < 5 and isinstance(getattr(exc, "cause", None), BaseException):
         exc, seen = exc.cause, seen + 1
     return exc
 
 
 def to_service_error(exc: BaseException) -> ServiceError | None:
     """Map a library/Serve exception to its HTTP error, or None if it is unexpected (500)."""
+    from ray.exceptions import RayActorError
     from ray.serve.exceptions import BackPressureError
 
     exc = _root_cause(exc)
@@ -46,6 +64,8 @@ def to_service_error(exc: BaseException) -> ServiceError | None:
         return exc
     if isinstance(exc, BackPressureError):
         return ServiceError(503, "overloaded", "the service is busy (queues are full); retry later")
+    if isinstance(exc, RayActorError):  # a model replica died or is unreachable; Serve replaces it
+        return ServiceError(503, "replica_unavailable", "a model replica stopped while handling the request; retry")
     if isinstance(exc, VoiceNotFoundError):
         return ServiceError(404, "voice_not_found", str(exc))
     if isinstance(exc, AudioTooLongError):
@@ -54,9 +74,23 @@ def to_service_error(exc: BaseException) -> ServiceError | None:
         return ServiceError(415, "unsupported_audio", str(exc))
     if isinstance(exc, (OptionError, AssetNotFoundError)):
         return ServiceError(400, "invalid_option", str(exc))
+    if isinstance(exc, (CheckpointError, RetrievalIndexError)):
+        # The voice's own files are broken: only whoever runs the service can fix them.
+        return ServiceError(500, "voice_unusable", str(exc))
     if isinstance(exc, RVCError):
         return ServiceError(500, type(exc).__name__, str(exc))
     return None
+
+
+def hide_server_paths(error: ServiceError, paths: Mapping[str, str]) -> ServiceError:
+    """`error` with each server folder in its detail replaced by a label (e.g. models dir -> "<models>")."""
+    detail = error.detail
+    for path, label in paths.items():
+        if path:
+            detail = detail.replace(path.rstrip("/"), label)
+    error.detail = detail
+    error.args = (detail,)
+    return error
 
 
 async def read_form_limited(request: Request, max_bytes: int, *, max_fields: int = 32) -> FormData:

@@ -28,7 +28,15 @@ from rvc_pipeline.pipeline import chunk_seed
 
 from .assets import Catalog
 from .config import AppArgs
-from .http_utils import ServiceError, parse_options, read_form_limited, require_text, speak, to_service_error
+from .http_utils import (
+    ServiceError,
+    hide_server_paths,
+    parse_options,
+    read_form_limited,
+    require_text,
+    speak,
+    to_service_error,
+)
 from .metrics import ServiceMetrics
 from .registry import get_registry
 
@@ -134,6 +142,8 @@ class Ingress:
         self.args, self.limits, self.device = args, args.limits, device
         self.catalog = Catalog(args)
         self.catalog.log_demo_warnings("Ingress")
+        # Error details name files relative to these labels, never by their server path.
+        self._server_paths = {str(self.catalog.folder.root.resolve()): "<models>", str(self.catalog.folder.root): "<models>"}
         # The same chunking rule convert() applies for the synthesizer's device and precision.
         self.chunking = ChunkingConfig.for_device(torch.device(device), resolve_dtype(args.precision, torch.device(device)))
         self.in_flight = 0
@@ -223,7 +233,7 @@ class Ingress:
                 logger.exception("request_id=%s route=%s unexpected error", request_id, route)
                 raise ServiceError(500, "internal_error", f"{type(e).__name__}: {e}") from e
             status = mapped.status
-            raise mapped from e
+            raise hide_server_paths(mapped, self._server_paths) from e
         finally:
             self.in_flight -= 1
             elapsed = time.perf_counter() - started

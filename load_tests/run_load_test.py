@@ -1,0 +1,289 @@
+"""One command: start the service (or target one), run Locust, sample replicas, write the report.
+
+    python load_tests/run_load_test.py                       # local cluster, ~4.5 min of load
+    python load_tests/run_load_test.py --max-users 4 --ramp-up 20 --hold 30 --ramp-down 10 --idle 40 \\
+        --out-dir /tmp/loadsmoke                             # a short smoke run
+    python load_tests/run_load_test.py --url http://head:8003 --ray-address ray://head:10001
+
+Without --url it writes three random-weight voices (or uses --models-dir), starts a private
+Ray cluster (RAY_AUTH_MODE=disabled) and the app with autoscaling, and shuts both down on
+exit, Ctrl-C included. Writes <out-dir>/load-test.md and load-test.png (default docs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(REPO_ROOT))  # tests.factories, serve_app
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before anything imports ray
+
+from load_plan import LoadPlan  # noqa: E402
+import report  # noqa: E402
+from clips import SENTENCES, fetch_voices, speak  # noqa: E402
+import service  # noqa: E402
+
+AUTOSCALABLE = ("content", "pitch", "synthesizer")
+#: Autoscaling metrics are pushed this often (Serve's default is 10 s) on the local cluster.
+METRIC_PUSH_INTERVAL_S = "2"
+#: Seconds Locust may run past the plan before it is stopped.
+LOCUST_GRACE_S = 120
+#: Seconds a user being stopped (ramp-down) may take to finish its request, so none is cut off unrecorded.
+USER_STOP_TIMEOUT_S = 60
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan = p.add_argument_group("load plan")
+    plan.add_argument("--max-users", type=int, default=LoadPlan.max_users)
+    plan.add_argument("--ramp-up", type=float, default=LoadPlan.ramp_up_s, help="seconds from 0 to max users")
+    plan.add_argument("--hold", type=float, default=LoadPlan.hold_s, help="seconds at max users")
+    plan.add_argument("--ramp-down", type=float, default=LoadPlan.ramp_down_s, help="seconds back to 0 users")
+    plan.add_argument("--idle", type=float, default=LoadPlan.idle_s, help="seconds at 0 users (scale-down)")
+    plan.add_argument("--f0-method", default="harvest", help="f0_method of every request")
+    plan.add_argument("--voices", default="", help="comma-separated voice names (default: all of GET /voices)")
+    target = p.add_argument_group("target")
+    target.add_argument("--url", help="an already running service (skips the local cluster)")
+    target.add_argument("--ray-address", help="with --url: attach here (ray.init(address=...)) to sample replicas")
+    target.add_argument("--app-name", default=service.APP_NAME, help="Serve application name to sample")
+    local = p.add_argument_group("local service (without --url)")
+    local.add_argument("--models-dir", type=Path, help="voices folder (default: 3 random-weight voices in a temp dir)")
+    local.add_argument("--num-cpus", type=float, default=float(os.cpu_count() or 2), help="logical CPUs of the cluster")
+    local.add_argument("--replica-cpus", type=float, default=0.25, help="CPUs reserved per replica")
+    local.add_argument("--autoscale", default=",".join(AUTOSCALABLE),
+                       help=f"deployments to autoscale, comma-separated from {','.join(AUTOSCALABLE)} (or 'none')")
+    local.add_argument("--max-synth-replicas", type=int, default=3)
+    local.add_argument("--max-other-replicas", type=int, default=2, help="max replicas of content and pitch")
+    local.add_argument("--target-ongoing", type=float, default=1.0, help="target_ongoing_requests per replica")
+    local.add_argument("--upscale-delay", type=float, default=5.0)
+    local.add_argument("--downscale-delay", type=float, default=20.0)
+    local.add_argument("--look-back", type=float, default=15.0,
+                       help="look_back_period_s (Serve wants it above its 10 s metrics interval)")
+    local.add_argument("--voices-per-replica", type=int, default=2)
+    local.add_argument("--max-in-flight", type=int, default=8, help="conversions per ingress replica before 503")
+    out = p.add_argument_group("output")
+    out.add_argument("--out-dir", type=Path, default=REPO_ROOT / "docs", help="where load-test.md/.png go")
+    out.add_argument("--raw-dir", type=Path, help="also keep the raw data here (request log, Locust CSVs, replica samples)")
+    out.add_argument("--sample-interval", type=float, default=2.0, help="seconds between replica samples")
+    args = p.parse_args(argv)
+    unknown = set(_autoscaled(args)) - set(AUTOSCALABLE)
+    if unknown:
+        p.error(f"--autoscale: unknown deployment(s) {sorted(unknown)}; choose from {', '.join(AUTOSCALABLE)}")
+    if args.ray_address and not args.url:
+        p.error("--ray-address is for --url runs; without --url the script starts its own cluster")
+    return args
+
+
+def _autoscaled(args: argparse.Namespace) -> list[str]:
+    return [] if args.autoscale.strip() == "none" else [x.strip() for x in args.autoscale.split(",") if x.strip()]
+
+
+def build_app_args(args: argparse.Namespace, models_dir: Path):
+    """AppArgs for the local run: small replicas, autoscaling on the chosen deployments."""
+    from serve_app.config import AppArgs, Autoscaling, DeploymentSettings, ServiceLimits
+
+    def settings(name: str, max_replicas: int, max_ongoing: int) -> DeploymentSettings:
+        scaling = None
+        if name in _autoscaled(args):
+            scaling = Autoscaling(min_replicas=1, max_replicas=max_replicas, target_ongoing_requests=args.target_ongoing,
+                                  upscale_delay_s=args.upscale_delay, downscale_delay_s=args.downscale_delay,
+                                  look_back_period_s=args.look_back)
+        return DeploymentSettings(num_cpus=args.replica_cpus, max_ongoing_requests=max_ongoing,
+                                  graceful_shutdown_timeout_s=5, autoscaling=scaling)
+
+    return AppArgs(
+        models_dir=str(models_dir), content_encoder=str(models_dir / "assets" / "hubert_base"), device="cpu",
+        torch_threads=1, voices_per_replica=args.voices_per_replica, demo_fallback=False,
+        limits=ServiceLimits(max_in_flight=args.max_in_flight, request_timeout_s=120),
+        ingress=DeploymentSettings(num_cpus=args.replica_cpus, max_ongoing_requests=32, graceful_shutdown_timeout_s=5),
+        content=settings("content", args.max_other_replicas, 32),
+        pitch=settings("pitch", args.max_other_replicas, 16),
+        synthesizer=settings("synthesizer", args.max_synth_replicas, 16),
+    )
+
+
+def describe_setup(args: argparse.Namespace, health: dict) -> list[str]:
+    """Report lines that say what was tested."""
+    lines = [f"Requests: f0_method={args.f0_method}"]
+    if args.url:
+        lines.append(f"Target: {args.url} (a running service; device {health.get('device')})")
+        return lines
+    auto = _autoscaled(args)
+    lines += [
+        f"Service: local Ray cluster (num_cpus={args.num_cpus:g}), {args.replica_cpus:g} CPU per replica, "
+        f"torch_threads=1, device {health.get('device')}, voices_per_replica={args.voices_per_replica}, "
+        f"max_in_flight={args.max_in_flight}",
+        "Voices: " + ("random-weight alice (v2 40k, index), bob (v2 40k, 2 speakers), carol (v2 32k, no f0); "
+                      "small untrained content encoder" if not args.models_dir else str(args.models_dir)),
+        "Autoscaling: " + (", ".join(
+            f"{n} 1 -> {args.max_synth_replicas if n == 'synthesizer' else args.max_other_replicas}" for n in auto)
+            + f" (target_ongoing_requests={args.target_ongoing:g}, upscale_delay_s={args.upscale_delay:g}, "
+              f"downscale_delay_s={args.downscale_delay:g}, look_back_period_s={args.look_back:g})"
+            if auto else "off"),
+    ]
+    return lines
+
+
+def machine_line() -> str:
+    """CPU model, cores, memory and GPU of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages * size / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError, AttributeError):
+        pass
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:
+        gpu = "GPU unknown"
+    return f"{cpu}, {os.cpu_count()} cores{mem}, {gpu} ({platform.system()} {platform.release()})"
+
+
+def warm_up(url: str, voices: str) -> None:
+    """One conversion before the load, so a broken service fails fast with its error."""
+    import httpx
+
+    voice = voices.split(",")[0].strip() if voices else (fetch_voices(url) or [None])[0]
+    if voice is None:
+        raise RuntimeError(f"{url}/voices lists no usable voice")
+    response = httpx.post(f"{url}/convert", data={"voice_name": voice, "f0_method": "pm"},
+                          files={"audio": ("clip.wav", speak(SENTENCES[0]), "audio/wav")}, timeout=180)
+    if response.status_code != 200:
+        raise RuntimeError(f"warm-up conversion failed: HTTP {response.status_code} {response.text[:300]}")
+
+
+def run_locust(args: argparse.Namespace, url: str, plan: LoadPlan, work: Path) -> Path:
+    """Run Locust headless for the plan; returns the request log path."""
+    request_log = work / "requests.jsonl"
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "--host", url,
+        "--csv", str(work / "locust"), "--csv-full-history", "--only-summary", "--loglevel", "WARNING",
+        "--stop-timeout", str(USER_STOP_TIMEOUT_S),
+        "--load-max-users", str(plan.max_users), "--load-ramp-up", str(plan.ramp_up_s),
+        "--load-hold", str(plan.hold_s), "--load-ramp-down", str(plan.ramp_down_s), "--load-idle", str(plan.idle_s),
+        "--load-f0-method", args.f0_method, "--load-request-log", str(request_log),
+    ]
+    if args.voices:
+        cmd += ["--load-voices", args.voices]
+    print(f"[load] locust for {plan.total_s:.0f} s: {shlex.join(cmd)}", flush=True)
+    proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT))
+    try:
+        rc = proc.wait(timeout=plan.total_s + LOCUST_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        rc = proc.wait(timeout=30)
+        print(f"[load] locust ran past the plan and was stopped (rc {rc})", flush=True)
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+    # Locust exits 1 when any request failed; failures are part of the report, not an error here.
+    if rc not in (0, 1) or not request_log.is_file():
+        raise RuntimeError(f"locust exited with {rc} and no request log; see its output above")
+    return request_log
+
+
+def write_report(args: argparse.Namespace, plan: LoadPlan, request_log: Path, work: Path,
+                 sampler: service.ReplicaSampler | None, health: dict, command: str) -> Path:
+    """load-test.md and load-test.png in --out-dir."""
+    start, requests = report.read_request_log(request_log)
+    users = report.read_user_history(work / "locust_stats_history.csv", start)
+    phases = report.phase_stats(requests, plan)
+    samples = sampler.samples if sampler else []
+    load_end = plan.phases()[2].end_s
+    replicas = report.replica_summary(samples, start, load_end) if samples else {}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    png = args.out_dir / "load-test.png"
+    report.plot(png, plan, requests, users, samples, start,
+                f"RVC /convert load test: up to {plan.max_users} users ({machine_line().split(',')[0]})")
+    note = ("Replicas were not sampled: pass --ray-address to attach to the target cluster."
+            if sampler is None else f"No replica samples were taken ({sampler.errors[-1:] or 'no data'}).")
+    text = report.markdown(plan=plan, phases=phases, replicas=replicas, setup=describe_setup(args, health),
+                           command=command,
+                           machine=machine_line() + (" (the load client; the service runs at --url)" if args.url else ""),
+                           plot_name=png.name, sampler_note=note)
+    md = args.out_dir / "load-test.md"
+    md.write_text(text, encoding="utf-8")
+    (work / "summary.json").write_text(json.dumps({"phases": phases, "replicas": replicas}, indent=1, default=str))
+    (work / "replica_samples.json").write_text(json.dumps(samples))
+    if args.raw_dir:
+        args.raw_dir.mkdir(parents=True, exist_ok=True)
+        for path in work.iterdir():
+            if path.is_file():
+                shutil.copy2(path, args.raw_dir / path.name)
+    return md
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole load test; 0 on success."""
+    args = parse_args(argv)
+    plan = LoadPlan(args.max_users, args.ramp_up, args.hold, args.ramp_down, args.idle)
+    command = "python load_tests/run_load_test.py" + (" " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
+    started_cluster = attached = False
+    with tempfile.TemporaryDirectory(prefix="rvc-load-") as tmp:
+        work = Path(tmp)
+        try:
+            if args.url:
+                url = args.url.rstrip("/")
+                if args.ray_address:
+                    import ray
+
+                    ray.init(address=args.ray_address, log_to_driver=False)
+                    attached = True
+            else:
+                models = args.models_dir or service.write_test_models(work / "models")
+                print(f"[load] starting a local Ray cluster (num_cpus={args.num_cpus:g}) with {models}", flush=True)
+                for var in ("RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S",
+                            "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"):
+                    os.environ.setdefault(var, METRIC_PUSH_INTERVAL_S)  # inherited by the cluster's workers
+                started_cluster = True
+                url = service.start_local_service(build_app_args(args, models), num_cpus=args.num_cpus)
+            health = service.wait_healthy(url)
+            print(f"[load] {url} is healthy; warming up", flush=True)
+            warm_up(url, args.voices)
+            sampler = None
+            if started_cluster or attached:
+                sampler = service.ReplicaSampler(app_name=args.app_name, interval_s=args.sample_interval)
+                sampler.start()
+            try:
+                request_log = run_locust(args, url, plan, work)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
+            md = write_report(args, plan, request_log, work, sampler, health, command)
+            print(f"[load] report: {md} and {md.with_suffix('.png')}", flush=True)
+            print(md.read_text(encoding="utf-8"), flush=True)
+            return 0
+        finally:
+            if started_cluster:
+                print("[load] shutting down the local cluster", flush=True)
+                service.stop_local_service()
+            elif attached:
+                import ray
+
+                ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
