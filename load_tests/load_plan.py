@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 #: Defaults: about 4.5 minutes in all.
 DEFAULT_MAX_USERS = 8
@@ -81,3 +82,19 @@ class LoadPlan:
             if phase.start_s <= t < phase.end_s:
                 return phase.name
         return None
+
+
+def add_plan_arguments(group: Any, prefix: str = "") -> None:
+    """Add --{prefix}max-users/ramp-up/hold/ramp-down/idle to an argparse (or Locust) group."""
+    group.add_argument(f"--{prefix}max-users", type=int, default=LoadPlan.max_users, help="users at the plateau")
+    group.add_argument(f"--{prefix}ramp-up", type=float, default=LoadPlan.ramp_up_s, help="seconds from 0 to max users")
+    group.add_argument(f"--{prefix}hold", type=float, default=LoadPlan.hold_s, help="seconds at max users")
+    group.add_argument(f"--{prefix}ramp-down", type=float, default=LoadPlan.ramp_down_s, help="seconds back to 0 users")
+    group.add_argument(f"--{prefix}idle", type=float, default=LoadPlan.idle_s, help="seconds at 0 users (scale-down)")
+
+
+def plan_from_arguments(args: Any, prefix: str = "") -> LoadPlan:
+    """The LoadPlan of arguments added by `add_plan_arguments` with the same prefix."""
+    field = prefix.replace("-", "_")
+    return LoadPlan(getattr(args, f"{field}max_users"), getattr(args, f"{field}ramp_up"), getattr(args, f"{field}hold"),
+                    getattr(args, f"{field}ramp_down"), getattr(args, f"{field}idle"))

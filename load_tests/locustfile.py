@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from locust import HttpUser, LoadTestShape, between, events, task
 
 from clips import fetch_voices, make_clips
-from load_plan import LoadPlan
+from load_plan import LoadPlan, add_plan_arguments, plan_from_arguments
 
 REQUEST_TIMEOUT_S = 180
 CONVERT_NAME = "POST /convert"
@@ -41,11 +41,7 @@ _plan_start_epoch: float | None = None
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("RVC load plan")
-    group.add_argument("--load-max-users", type=int, default=LoadPlan.max_users, help="users at the plateau")
-    group.add_argument("--load-ramp-up", type=float, default=LoadPlan.ramp_up_s, help="seconds from 0 to max users")
-    group.add_argument("--load-hold", type=float, default=LoadPlan.hold_s, help="seconds at max users")
-    group.add_argument("--load-ramp-down", type=float, default=LoadPlan.ramp_down_s, help="seconds from max users to 0")
-    group.add_argument("--load-idle", type=float, default=LoadPlan.idle_s, help="seconds at 0 users at the end")
+    add_plan_arguments(group, prefix="load-")
     group.add_argument("--load-voices", default="", help="comma-separated voice names (default: all of GET /voices)")
     group.add_argument("--load-f0-method", default="harvest", help="f0_method sent with each conversion")
     group.add_argument("--load-request-log", default="", help="append one JSON line per request to this file")
@@ -53,8 +49,7 @@ def _add_arguments(parser: Any) -> None:
 
 def plan_from_options(options: Any) -> LoadPlan:
     """The LoadPlan the command line asks for."""
-    return LoadPlan(options.load_max_users, options.load_ramp_up, options.load_hold,
-                    options.load_ramp_down, options.load_idle)
+    return plan_from_arguments(options, prefix="load-")
 
 
 @events.test_start.add_listener

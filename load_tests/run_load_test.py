@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO_ROOT))  # tests.factories, serve_app
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before anything imports ray
 
-from load_plan import LoadPlan  # noqa: E402
+from load_plan import LoadPlan, add_plan_arguments, plan_from_arguments  # noqa: E402
 import report  # noqa: E402
 from clips import SENTENCES, fetch_voices, speak  # noqa: E402
 import service  # noqa: E402
@@ -46,11 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     plan = p.add_argument_group("load plan")
-    plan.add_argument("--max-users", type=int, default=LoadPlan.max_users)
-    plan.add_argument("--ramp-up", type=float, default=LoadPlan.ramp_up_s, help="seconds from 0 to max users")
-    plan.add_argument("--hold", type=float, default=LoadPlan.hold_s, help="seconds at max users")
-    plan.add_argument("--ramp-down", type=float, default=LoadPlan.ramp_down_s, help="seconds back to 0 users")
-    plan.add_argument("--idle", type=float, default=LoadPlan.idle_s, help="seconds at 0 users (scale-down)")
+    add_plan_arguments(plan)
     plan.add_argument("--f0-method", default="harvest", help="f0_method of every request")
     plan.add_argument("--voices", default="", help="comma-separated voice names (default: all of GET /voices)")
     target = p.add_argument_group("target")
@@ -238,7 +234,7 @@ def write_report(args: argparse.Namespace, plan: LoadPlan, request_log: Path, wo
 def main(argv: list[str] | None = None) -> int:
     """Run the whole load test; 0 on success."""
     args = parse_args(argv)
-    plan = LoadPlan(args.max_users, args.ramp_up, args.hold, args.ramp_down, args.idle)
+    plan = plan_from_arguments(args)
     command = "python load_tests/run_load_test.py" + (" " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
     started_cluster = attached = False
     with tempfile.TemporaryDirectory(prefix="rvc-load-") as tmp:

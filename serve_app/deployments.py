@@ -18,6 +18,7 @@ from ray import serve
 
 from .assets import Catalog
 from .config import AppArgs
+from .voice_cache import release_free_heap
 
 logger = logging.getLogger("ray.serve")
 
@@ -273,6 +274,7 @@ class VoiceSynthesizer:
             return audio, times
         finally:
             shared.release()
+            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
 
     def check_health(self) -> None:
         return None
