@@ -1,16 +1,16 @@
 """Request material without Locust (importing Locust monkey-patches the process with gevent):
-spoken clips made by espeak-ng and the voice names of a running service."""
+spoken clips made by espeak-ng and the voice names of a running service.
+
+Imported by the locustfile as a sibling module (Locust puts this folder on sys.path) and by
+the runner as `load_tests.clips`, so it imports only installed packages.
+"""
 
 from __future__ import annotations
 
-import io
 import json
-import shutil
-import subprocess
 import urllib.request
 
-import numpy as np
-import soundfile as sf
+from rvc_pipeline.testing.audio import espeak_speech, wav_bytes
 
 #: Sentences of about 1-3 s at espeak-ng's default speed.
 SENTENCES = (
@@ -19,21 +19,11 @@ SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
     "Please call me back tomorrow.",
 )
-SAMPLE_RATE = 16000
 
 
 def speak(text: str) -> bytes:
-    """16 kHz mono 16-bit WAV of `text`, spoken by espeak-ng."""
-    if shutil.which("espeak-ng") is None:
-        raise RuntimeError("espeak-ng is not installed; install it (apt-get install espeak-ng) to make the clips")
-    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True, capture_output=True).stdout
-    audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    if rate != SAMPLE_RATE:
-        positions = np.arange(int(len(audio) * SAMPLE_RATE / rate)) * rate / SAMPLE_RATE
-        audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
-    buf = io.BytesIO()
-    sf.write(buf, audio, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    """16 kHz mono 16-bit WAV of `text`, spoken by espeak-ng at its default speed."""
+    return wav_bytes(espeak_speech(text, speed_wpm=None))
 
 
 def make_clips() -> list[bytes]:

@@ -9,8 +9,11 @@ users up, holds, ramps down and then holds at 0 users so scale-down can be obser
 Any non-200 answer (503 overload included) counts as a failure and the users keep going.
 With --load-request-log FILE every request is appended to FILE as one JSON line
 ({"t": start epoch s, "ms": latency, "status": HTTP code or 0, "ok": bool}); the runner
-(load_tests/run_load_test.py) builds its report from that file. Its first line,
+(`python -m load_tests.run_load_test`) builds its report from that file. Its first line,
 {"event": "start", "t": epoch s}, is when the load plan's clock started.
+
+Locust imports this file with its folder on sys.path (not as part of the `load_tests`
+package), so it imports only installed packages and its siblings `clips` and `load_plan`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, TextIO
 
 from locust import HttpUser, LoadTestShape, between, events, task
 
-from clips import fetch_voices, make_clips
+from clips import fetch_voices, make_clips  # siblings: Locust puts this folder on sys.path
 from load_plan import LoadPlan, add_plan_arguments, plan_from_arguments
 
 REQUEST_TIMEOUT_S = 180

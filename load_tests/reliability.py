@@ -3,12 +3,19 @@
 Starts its own Ray cluster and the app (random-weight voices in a temporary folder, the
 small untrained demo content encoder), runs the chosen scenarios and writes the report:
 
-    python load_tests/reliability.py                       # all scenarios -> docs/reliability.md
-    python load_tests/reliability.py memory kill --conversions 20 --out /tmp/reliability.md
+    python -m load_tests.reliability                       # all scenarios -> docs/reliability.md
+    python -m load_tests.reliability memory kill --conversions 20 --out /tmp/reliability.md
+    python -m load_tests.reliability memory --update      # re-run one scenario: only its section changes
+
+(from the repository root). The local service, replica and HTTP helpers are
+`serve_app.testing`'s; the test voices and clip are `rvc_pipeline.testing`'s.
 
 Scenarios:
-- memory:   N conversions in a row; resident memory (RSS) of every replica process after
-            warm-up and at the end (target: growth under 50 MB per replica).
+- memory:   N conversions in a row (default 310); resident memory (RSS) of every replica
+            process and of Serve's proxy sampled every 10 conversions after warm-up. Targets:
+            growth under 50 MB per replica, and a least-squares RSS slope of at most
+            1 MB per 100 conversions for every process, fitted over at least 300 conversions
+            after warm-up (a slow leak stays far under the growth limit for a long time).
 - kill:     a synthesis replica is killed under concurrent load; every request must end
             with 200 + WAV or a 5xx JSON error, and the replica must come back.
 - overload: a burst far beyond the in-flight limit; the excess must get a quick 503 JSON,
@@ -23,23 +30,25 @@ the machine is touched. Needs the `serve` and `test` extras (httpx) and psutil (
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a plain script from anywhere
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx
+import numpy as np
 
-from load_tests.reliability_support import (  # noqa: E402  (sets RAY_AUTH_MODE before Ray is imported)
-    CLIP_SECONDS,
+from rvc_pipeline.constants import CLASSIC_PITCH_METHODS as PITCH_METHODS
+from rvc_pipeline.testing.audio import voiced_clip, wav_bytes
+from serve_app.testing import (  # sets RAY_AUTH_MODE before anything imports Ray
     INGRESS_DEPLOYMENT,
-    REPO_ROOT,
     SERVE_NAMESPACE,
     SYNTH_DEPLOYMENT,
     VOICES,
@@ -49,36 +58,60 @@ from load_tests.reliability_support import (  # noqa: E402  (sets RAY_AUTH_MODE 
     app_args,
     deploy,
     deployment_state,
-    error_examples,
     free_port,
+    import_psutil,
     list_replicas,
-    percentile,
     post_convert,
     proxy_pids,
     rss_mb,
-    summarize,
-    voiced_clip,
+    start_local_cluster,
+    stop_local_service,
     wait_for,
-    wav_bytes,
-    write_models,
+    write_test_models,
 )
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402  (importable once reliability_support ran)
-
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("memory", "kill", "overload", "two-node")
+#: Length of the memory scenario's clip (s); the other scenarios post 1 s clips.
+CLIP_SECONDS = 1.5
 DEFAULT_REPORT = REPO_ROOT / "docs" / "reliability.md"
 #: Growth of a replica's RSS after warm-up that counts as a leak (MB).
 MEMORY_GROWTH_LIMIT_MB = 50.0
 #: The conversion after which memory is first sampled (models loaded, allocator warm).
 WARMUP_CONVERSIONS = 10
 SAMPLE_EVERY = 10
-PITCH_METHODS = ("pm", "harvest", "dio")
+#: Steepest RSS trend that passes (MB per 100 conversions), for every replica and the proxy.
+SLOPE_LIMIT_MB_PER_100 = 1.0
+#: Conversions after warm-up that a slope must be fitted over to count.
+MIN_SLOPE_CONVERSIONS = 300
+#: Default conversions of the memory scenario: warm-up plus the slope window.
+MEMORY_CONVERSIONS = WARMUP_CONVERSIONS + MIN_SLOPE_CONVERSIONS
 SYNTH_RESOURCE = "synth_node"
 
 
 # ------------------------------------------------------------------ report
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, int]:
+    """'200', '503 json', 'timeout'... -> count."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        key = "200" if o.kind == "ok" else (f"{o.status} {o.kind}" if o.status else o.kind)
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def error_examples(outcomes: list[Outcome], limit: int = 4) -> list[str]:
+    seen: list[str] = []
+    for o in outcomes:
+        text = f"{o.status or '-'} {o.kind}: {o.error}"
+        if o.kind != "ok" and text not in seen:
+            seen.append(text)
+    return seen[:limit]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 @dataclass
@@ -101,9 +134,8 @@ def write_report(path: Path, sections: list[Section], command: str, started: flo
     lines = [
         "# Reliability",
         "",
-        f"Produced by `{command}` (load_tests/reliability.py) on {time.strftime('%Y-%m-%d', time.gmtime())}: "
-        f"{os.cpu_count()} CPU cores ({_cpu_name()}), "
-        f"{_total_memory_gb():.0f} GiB memory, no GPU unless stated; {time.monotonic() - started:.0f} s in all.",
+        f"Produced by `{command}` (load_tests/reliability.py) on {_today()}: {_machine()}; "
+        f"{time.monotonic() - started:.0f} s in all.",
         "Voices have random weights (real v2 synthesizer sizes) and the content encoder is the small untrained",
         "demo one (2 layers, cheaper than HuBERT base), so the audio is noise; pitch, retrieval and synthesis run",
         "at their real cost.",
@@ -111,12 +143,78 @@ def write_report(path: Path, sections: list[Section], command: str, started: flo
         "| scenario | result | summary |",
         "|---|---|---|",
     ]
-    lines += [f"| {s.name} | {'PASS' if s.passed else 'FAIL'} | {s.summary} |" for s in sections]
+    lines += [_summary_row(s) for s in sections]
     lines.append("")
     for s in sections:
         lines += [f"## {s.name}", ""] + s.lines + [""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def update_report(path: Path, sections: list[Section], command: str, started: float) -> None:
+    """Replace only `sections` (their "## name" part and summary row) in the report at `path`,
+    keeping every other section and any hand-written text; notes the re-run under the title."""
+    if not path.exists():
+        write_report(path, sections, command, started)
+        return
+    lines = path.read_text().rstrip("\n").split("\n")
+    names = {s.name for s in sections}
+    # Summary rows: replace those of the re-run scenarios, add any missing ones after the last row.
+    rows = [i for i, line in enumerate(lines) if line.startswith("| ") and line.split("|")[1].strip() in SCENARIOS
+            and not line.startswith("| scenario")]
+    by_name = {s.name: s for s in sections}
+    for i in rows:
+        name = lines[i].split("|")[1].strip()
+        if name in by_name:
+            lines[i] = _summary_row(by_name.pop(name))
+    if by_name:
+        at = (rows[-1] + 1) if rows else len(lines)
+        lines[at:at] = [_summary_row(s) for s in by_name.values()]
+    # The note of this re-run, after the "Produced by" paragraph (an earlier note for the same scenarios goes).
+    note = (f"Updated by `{command}` on {_today()}: the {', '.join(sorted(names))} "
+            f"section{'s' if len(names) > 1 else ''} re-run ({_machine()}; {time.monotonic() - started:.0f} s).")
+    for i in reversed(range(1, len(lines))):
+        if lines[i].startswith("Updated by `") and _updated_names(lines[i]) == names and lines[i - 1] == "":
+            del lines[i - 1:i + 1]
+    blank = next((i for i, line in enumerate(lines) if i > 2 and line == ""), len(lines))
+    lines[blank:blank] = ["", note]
+    # Sections: each "## name" block runs to the next "## " heading.
+    text_sections = {s.name: [f"## {s.name}", ""] + s.lines for s in sections}
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        name = line[3:].strip() if line.startswith("## ") else None
+        if name in text_sections:
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("## "):
+                j += 1
+            out += text_sections.pop(name) + [""]
+            i = j
+            continue
+        out.append(line)
+        i += 1
+    for block in text_sections.values():  # scenarios the report did not have yet
+        out += [""] + block
+    path.write_text("\n".join(out).rstrip() + "\n")
+
+
+def _updated_names(line: str) -> set[str]:
+    """The scenarios named by an "Updated by ... : the memory, kill sections re-run" note."""
+    match = re.search(r": the (.+?) sections? re-run", line)
+    return {name.strip() for name in match.group(1).split(",")} if match else set()
+
+
+def _summary_row(s: Section) -> str:
+    return f"| {s.name} | {'PASS' if s.passed else 'FAIL'} | {s.summary} |"
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+def _machine() -> str:
+    return f"{os.cpu_count()} CPU cores ({_cpu_name()}), {_total_memory_gb():.0f} GiB memory, no GPU unless stated"
 
 
 def _cpu_name() -> str:
@@ -131,23 +229,47 @@ def _cpu_name() -> str:
 
 
 def _total_memory_gb() -> float:
-    return psutil.virtual_memory().total / 1024**3
+    return import_psutil().virtual_memory().total / 1024**3
 
 
 # ------------------------------------------------------------------ scenarios
 
 
+def rss_slope(conversions: Sequence[float], rss: Sequence[float]) -> float:
+    """Least-squares slope of RSS (MB) against the conversion count, in MB per 100 conversions.
+
+    Samples that are not finite (a process gone) are left out; nan when fewer than two
+    samples at different counts remain. A single outlier moves a least-squares slope by
+    (its distance from the mean count) x (its height) / sum of squared distances: little
+    in a long, evenly sampled window, so one spike does not make a leak.
+    """
+    x, y = np.asarray(conversions, dtype=float), np.asarray(rss, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 2 or np.ptp(x) == 0:
+        return float("nan")
+    dx = x - x.mean()
+    return float(dx @ (y - y.mean()) / (dx @ dx) * 100)
+
+
+def slope_ok(slope_mb_per_100: float, limit: float = SLOPE_LIMIT_MB_PER_100) -> bool:
+    """Whether an RSS trend passes: at most `limit` MB per 100 conversions (nan fails)."""
+    return math.isfinite(slope_mb_per_100) and slope_mb_per_100 <= limit
+
+
 def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: int = WARMUP_CONVERSIONS) -> Section:
-    """Sequential conversions; RSS of every replica after warm-up and every SAMPLE_EVERY after."""
+    """Sequential conversions; RSS of every replica and the proxy after warm-up and every SAMPLE_EVERY
+    after; per process the growth and the least-squares slope (MB per 100 conversions)."""
     from ray import serve
 
     app = "rel_memory"
     url = deploy(app_args(models_dir), app, base_url)
-    audio = wav_bytes(voiced_clip())
+    audio = wav_bytes(voiced_clip(CLIP_SECONDS))
     warmup = min(warmup, max(conversions // 2, 1))
     samples: dict[int, dict[str, float]] = {}
     labels: dict[str, int] = {}
     outcomes: list[Outcome] = []
+    started = time.monotonic()
     try:
         with httpx.Client() as client:
             for i in range(1, conversions + 1):
@@ -158,43 +280,50 @@ def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: i
                     labels.update(proxy_pids())
                 if i >= warmup and ((i - warmup) % SAMPLE_EVERY == 0 or i == conversions):
                     samples[i] = {label: rss_mb(pid) for label, pid in labels.items()}
+                if i % 50 == 0:
+                    print(f"  {i}/{conversions} conversions, {time.monotonic() - started:.0f} s", flush=True)
     finally:
         serve.delete(app)
     first, last = min(samples), max(samples)
-    rows, worst = [], 0.0
+    window = last - first
+    counts = sorted(samples)
+    rows, worst, slopes = [], 0.0, {}
     for label in labels:
         growth = samples[last][label] - samples[first][label]
         peak = max(s[label] for s in samples.values())
         worst = max(worst, growth) if label != "proxy" else worst
+        slopes[label] = rss_slope(counts, [samples[i][label] for i in counts])
         rows.append([label, f"{samples[first][label]:.0f}", f"{samples[last][label]:.0f}", f"{peak:.0f}",
-                     f"{growth:+.1f}", _trend(samples, label)])
+                     f"{growth:+.1f}", f"{slopes[label]:+.2f}", "PASS" if slope_ok(slopes[label]) else "FAIL"])
+    steepest = max(slopes, key=lambda k: slopes[k] if math.isfinite(slopes[k]) else math.inf)
     ok = sum(o.kind == "ok" for o in outcomes)
     seconds = [o.seconds for o in outcomes if o.kind == "ok"]
-    passed = ok == conversions and worst < MEMORY_GROWTH_LIMIT_MB
+    long_enough = window >= MIN_SLOPE_CONVERSIONS
+    passed = (ok == conversions and worst < MEMORY_GROWTH_LIMIT_MB and long_enough
+              and all(slope_ok(v) for v in slopes.values()))
     lines = [
         f"{conversions} conversions in a row of a {CLIP_SECONDS} s clip, voices {', '.join(VOICES)} and pitch methods "
-        f"{', '.join(PITCH_METHODS)} in rotation; RSS (MB) of each process sampled after conversion {first} "
-        f"(warm-up) and every {SAMPLE_EVERY} conversions up to {last}. Target: replica growth under "
-        f"{MEMORY_GROWTH_LIMIT_MB:.0f} MB (the Serve proxy is listed for information). The trend column (least-squares "
-        "slope over all samples) separates a steady leak from a one-time step such as a new allocator arena.",
+        f"{', '.join(PITCH_METHODS)} in rotation; RSS (MB) of each replica process and of Serve's HTTP proxy sampled "
+        f"after conversion {first} (warm-up) and every {SAMPLE_EVERY} conversions up to {last}. Targets: replica growth "
+        f"under {MEMORY_GROWTH_LIMIT_MB:.0f} MB, and for every process (the proxy included) a least-squares RSS slope of "
+        f"at most {SLOPE_LIMIT_MB_PER_100:g} MB per 100 conversions, fitted over all {len(samples)} samples "
+        f"({window} conversions; at least {MIN_SLOPE_CONVERSIONS} count). The slope is what catches a slow leak: "
+        f"1 MB per 100 conversions is 10 MB per thousand, far under the growth limit over a short run.",
         "",
         f"Requests: {summarize(outcomes)}; latency p50 {percentile(seconds, 50):.2f} s, p95 {percentile(seconds, 95):.2f} s.",
         "",
     ]
+    if not long_enough:
+        lines += [f"**The slope window ({window} conversions) is shorter than {MIN_SLOPE_CONVERSIONS}: "
+                  f"the slopes are shown but the scenario cannot pass.** Run with --conversions "
+                  f"{warmup + MIN_SLOPE_CONVERSIONS} or more.", ""]
     lines += table(["process", f"RSS after {first}", f"RSS after {last}", "peak", "growth (MB)",
-                    "trend (MB per 100 conversions)"], rows)
+                    "slope (MB per 100 conversions)", f"slope <= {SLOPE_LIMIT_MB_PER_100:g}"], rows)
     lines += table(["after conversion"] + list(labels), [[i] + [f"{v:.0f}" for v in s.values()] for i, s in sorted(samples.items())])
-    summary = f"{ok}/{conversions} ok; worst replica growth {worst:+.1f} MB after warm-up (limit {MEMORY_GROWTH_LIMIT_MB:.0f})"
+    summary = (f"{ok}/{conversions} ok; steepest RSS slope {slopes[steepest]:+.2f} MB/100 conversions ({steepest.split()[0]}; "
+               f"limit {SLOPE_LIMIT_MB_PER_100:g}, over {window} conversions); worst replica growth {worst:+.1f} MB "
+               f"(limit {MEMORY_GROWTH_LIMIT_MB:.0f})")
     return Section("memory", passed, summary, lines)
-
-
-def _trend(samples: dict[int, dict[str, float]], label: str) -> str:
-    """Least-squares slope of RSS against the conversion count, per 100 conversions."""
-    if len(samples) < 3:
-        return "-"  # two points say nothing beyond the growth column
-    x = np.array(sorted(samples), dtype=float)
-    y = np.array([samples[int(i)][label] for i in x])
-    return f"{np.polyfit(x, y, 1)[0] * 100:+.1f}"
 
 
 def scenario_kill(base_url: str, models_dir: Path, clients: int = 4, timeout_s: float = 30) -> Section:
@@ -410,12 +539,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
                         help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_REPORT, help="markdown report (default docs/reliability.md)")
-    parser.add_argument("--conversions", type=int, default=100, help="conversions of the memory scenario")
+    parser.add_argument("--conversions", type=int, default=MEMORY_CONVERSIONS,
+                        help=f"conversions of the memory scenario (default {MEMORY_CONVERSIONS}: warm-up + "
+                             f"the {MIN_SLOPE_CONVERSIONS} a slope needs)")
     parser.add_argument("--warmup", type=int, default=WARMUP_CONVERSIONS,
                         help="conversions before the first memory sample (at most half of --conversions)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the kill scenario")
     parser.add_argument("--burst", type=int, default=48, help="simultaneous requests per overload burst")
     parser.add_argument("--num-cpus", type=float, default=4, help="CPUs the local Ray cluster advertises")
+    parser.add_argument("--update", action="store_true",
+                        help="replace only the chosen scenarios' sections (and summary rows) in --out, keeping the rest")
     return parser
 
 
@@ -432,15 +565,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.monotonic()
     sections: list[Section] = []
     with tempfile.TemporaryDirectory(prefix="rvc_reliability_") as tmp:
-        models_dir = write_models(Path(tmp))
+        models_dir = write_test_models(Path(tmp))
         local = [s for s in chosen if s != "two-node"]
         if local:
             sections += run_local(local, models_dir, args)
         if "two-node" in chosen:
             print("== two-node", flush=True)
             sections.append(scenario_two_node(models_dir))
-    command = " ".join(["python load_tests/reliability.py", *(sys.argv[1:] if argv is None else argv)])
-    write_report(args.out, sections, command, started)
+    command = " ".join(["python -m load_tests.reliability", *(sys.argv[1:] if argv is None else argv)])
+    (update_report if args.update else write_report)(args.out, sections, command, started)
     for s in sections:
         print(f"{s.name}: {'PASS' if s.passed else 'FAIL'} - {s.summary}")
     print(f"report: {args.out}")
@@ -449,13 +582,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def run_local(names: list[str], models_dir: Path, args: argparse.Namespace) -> list[Section]:
     """The single-node scenarios, each on its own app of one local cluster."""
-    import ray
-    from ray import serve
-
-    ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = start_local_cluster(num_cpus=args.num_cpus)
     runners = {
         "memory": lambda: scenario_memory(base_url, models_dir, args.conversions, args.warmup),
         "kill": lambda: scenario_kill(base_url, models_dir, clients=args.clients),
@@ -467,8 +594,7 @@ def run_local(names: list[str], models_dir: Path, args: argparse.Namespace) -> l
             print(f"== {name}", flush=True)
             sections.append(runners[name]())
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_local_service()
     return sections
 
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from load_plan import LoadPlan
+from .load_plan import LoadPlan
 
 PERCENTILES = (50, 95, 99)
 BIN_S = 5.0
@@ -187,8 +187,8 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def markdown(*, plan: LoadPlan, phases: list[tuple[str, float, dict[str, Any]]],
              replicas: dict[str, dict[str, Any]], setup: Iterable[str], command: str, machine: str,
-             plot_name: str, sampler_note: str) -> str:
-    """The report page."""
+             plot_name: str, sampler_note: str, notes: Iterable[str] = ()) -> str:
+    """The report page; `notes` (plain caveats, no figures) go under "Reading it"."""
     lines = [
         "# Load test",
         "",
@@ -225,6 +225,9 @@ def markdown(*, plan: LoadPlan, phases: list[tuple[str, float, dict[str, Any]]],
     else:
         lines.append(sampler_note)
     lines += ["", f"![users, throughput, latency and replicas over time]({plot_name})", ""]
+    notes = list(notes)
+    if notes:
+        lines += ["## Reading it", "", *[f"- {note}" for note in notes], ""]
     return "\n".join(lines)
 
 

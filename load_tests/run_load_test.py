@@ -1,13 +1,14 @@
 """One command: start the service (or target one), run Locust, sample replicas, write the report.
 
-    python load_tests/run_load_test.py                       # local cluster, ~4.5 min of load
-    python load_tests/run_load_test.py --max-users 4 --ramp-up 20 --hold 30 --ramp-down 10 --idle 40 \\
+    python -m load_tests.run_load_test                       # local cluster, ~4.5 min of load
+    python -m load_tests.run_load_test --max-users 4 --ramp-up 20 --hold 30 --ramp-down 10 --idle 40 \\
         --out-dir /tmp/loadsmoke                             # a short smoke run
-    python load_tests/run_load_test.py --url http://head:8003 --ray-address ray://head:10001
+    python -m load_tests.run_load_test --url http://head:8003 --ray-address ray://head:10001
 
 Without --url it writes three random-weight voices (or uses --models-dir), starts a private
 Ray cluster (RAY_AUTH_MODE=disabled) and the app with autoscaling, and shuts both down on
 exit, Ctrl-C included. Writes <out-dir>/load-test.md and load-test.png (default docs/).
+Run it from the repository root; the local service comes from `serve_app.testing`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -23,15 +23,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rvc_pipeline.testing.machine import machine_line
+from serve_app import testing as service  # sets RAY_AUTH_MODE before anything imports ray
+
+from . import report
+from .clips import SENTENCES, fetch_voices, speak
+from .load_plan import LoadPlan, add_plan_arguments, plan_from_arguments
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO_ROOT))  # tests.factories, serve_app
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # before anything imports ray
-
-from load_plan import LoadPlan, add_plan_arguments, plan_from_arguments  # noqa: E402
-import report  # noqa: E402
-from clips import SENTENCES, fetch_voices, speak  # noqa: E402
-import service  # noqa: E402
 
 AUTOSCALABLE = ("content", "pitch", "synthesizer")
 #: Autoscaling metrics are pushed this often (Serve's default is 10 s) on the local cluster.
@@ -131,29 +131,20 @@ def describe_setup(args: argparse.Namespace, health: dict) -> list[str]:
     return lines
 
 
-def machine_line() -> str:
-    """CPU model, cores, memory and GPU of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-        mem = f", {pages * size / 2**30:.0f} GiB RAM"
-    except (ValueError, OSError, AttributeError):
-        pass
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    except Exception:
-        gpu = "GPU unknown"
-    return f"{cpu}, {os.cpu_count()} cores{mem}, {gpu} ({platform.system()} {platform.release()})"
+def reading_notes(args: argparse.Namespace) -> list[str]:
+    """The report's caveats: no measured figures (those are all in its tables), only the setup's."""
+    if args.url:
+        return []
+    notes = [
+        f"Every replica runs on this machine's {os.cpu_count()} cores (each reserves {args.replica_cpus:g} CPU of a "
+        f"{args.num_cpus:g}-CPU cluster), so replicas beyond the idle cores share them: more replicas add throughput "
+        "only where there are cores (or GPUs) for them. On a bigger machine or a cluster run the same command with "
+        "`--url`/`--ray-address` (see `load_tests/README.md`).",
+    ]
+    if not args.models_dir:
+        notes.append("The voices have random weights at the real synthesizer sizes and the content encoder is small; "
+                     "a real HuBERT base adds its feature-extraction time (the features row of `performance.md`).")
+    return notes
 
 
 def warm_up(url: str, voices: str) -> None:
@@ -218,7 +209,7 @@ def write_report(args: argparse.Namespace, plan: LoadPlan, request_log: Path, wo
     text = report.markdown(plan=plan, phases=phases, replicas=replicas, setup=describe_setup(args, health),
                            command=command,
                            machine=machine_line() + (" (the load client; the service runs at --url)" if args.url else ""),
-                           plot_name=png.name, sampler_note=note)
+                           plot_name=png.name, sampler_note=note, notes=reading_notes(args))
     md = args.out_dir / "load-test.md"
     md.write_text(text, encoding="utf-8")
     (work / "summary.json").write_text(json.dumps({"phases": phases, "replicas": replicas}, indent=1, default=str))
@@ -235,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole load test; 0 on success."""
     args = parse_args(argv)
     plan = plan_from_arguments(args)
-    command = "python load_tests/run_load_test.py" + (" " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
+    command = "python -m load_tests.run_load_test" + (" " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
     started_cluster = attached = False
     with tempfile.TemporaryDirectory(prefix="rvc-load-") as tmp:
         work = Path(tmp)

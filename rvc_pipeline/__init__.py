@@ -17,13 +17,14 @@ from .errors import (
     AudioTooLongError,
     CheckpointError,
     OptionError,
+    OptionParseError,
     RetrievalIndexError,
     RVCError,
     UnsupportedCheckpointError,
     VoiceNotFoundError,
 )
 from .models_folder import ModelsFolder
-from .options import ChunkingConfig, ConversionOptions
+from .options import OPTION_SPECS, ChunkingConfig, ConversionOptions, OptionSpec
 from .pipeline import (
     ConversionResult,
     Prepared,
@@ -51,7 +52,10 @@ __all__ = [
     "ConversionResult",
     "DEFAULT_PITCH_METHOD",
     "ModelsFolder",
+    "OPTION_SPECS",
     "OptionError",
+    "OptionParseError",
+    "OptionSpec",
     "PITCH_METHODS",
     "PitchEstimator",
     "PitchTrack",

@@ -28,10 +28,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .constants import SAMPLE_RATE as SAMPLE_RATE_16K  # the rate of everything `decode_audio` returns
 from .errors import AudioError, AudioTooLongError
-
-#: The rate of everything `decode_audio` returns: HuBERT and the F0 extractors run at 16 kHz.
-SAMPLE_RATE_16K = 16000
 
 #: Suffixes `write_audio` can write (and the formats `decode_audio` is tested on).
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")

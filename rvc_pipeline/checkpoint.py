@@ -27,13 +27,11 @@ from typing import Any, Mapping
 
 import torch
 
+from .constants import CONTENT_DIMS  # content feature width per model version (§2.1)
+from .constants import FRAMES_PER_SECOND as FRAME_RATE_HZ  # hop = tgt_sr / 100: 10 ms frames (§2.1)
 from .errors import CheckpointError, UnsupportedCheckpointError, VoiceNotFoundError
 from .synth.config import STANDARD_CONFIGS, SynthesizerConfig
 
-#: Content feature width per model version: v1 256 (final_proj), v2 768 (§2.1).
-CONTENT_DIMS: dict[str, int] = {"v1": 256, "v2": 768}
-#: Synthesizer frames per second: hop = tgt_sr / 100, i.e. 10 ms frames (§2.1).
-FRAME_RATE_HZ = 100
 #: Applio vocoders this library implements (§2.7; "HiFi-GAN" is RVC's GeneratorNSF).
 SUPPORTED_VOCODERS = ("HiFi-GAN",)
 #: dec.* key prefixes that only Applio's other vocoders have (§2.7).

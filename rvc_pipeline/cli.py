@@ -14,14 +14,13 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn, Sequence
 
+from .catalog import VoiceCatalog
 from .errors import RVCError
-from .models_folder import ModelsFolder
-from .options import ConversionOptions
-from .pitch import DEFAULT_PITCH_METHOD, PITCH_METHODS
+from .models_folder import VoiceEntry
+from .options import OPTION_SPECS, ConversionOptions
 
 EXIT_FAILED_FILES = 1
 EXIT_USAGE = 2
@@ -33,13 +32,17 @@ def fatal(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def _option_defaults() -> dict[str, object]:
-    return {f.name: f.default for f in fields(ConversionOptions)}
+def _add_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per conversion option, from the one schema (`OPTION_SPECS`); values are parsed
+    by `ConversionOptions.from_mapping`, exactly as the HTTP form's are."""
+    group = parser.add_argument_group("conversion options")
+    for spec in OPTION_SPECS:
+        group.add_argument(spec.flag, dest=spec.name, default=None, metavar=spec.type_name.upper(),
+                           help=spec.describe())
 
 
 def get_parser() -> argparse.ArgumentParser:
     """The argument parser of the `rvc` command."""
-    defaults = _option_defaults()
     parser = argparse.ArgumentParser(prog="rvc", description="Retrieval-based Voice Conversion inference")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is loaded and how long stages take")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,15 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
     conv.add_argument("output", type=Path, help="output file (format from its suffix) or folder (WAV files)")
     conv.add_argument("--voice", required=True, help="voice name in the models folder, or a path to a .pth")
     conv.add_argument("--index", type=Path, help="retrieval .index (default: the voice's own, if any)")
-    conv.add_argument("--f0-method", choices=PITCH_METHODS, default=DEFAULT_PITCH_METHOD)
-    conv.add_argument("--f0-up-key", type=float, default=defaults["f0_up_key"], help="pitch shift in semitones")
-    conv.add_argument("--index-rate", type=float, default=defaults["index_rate"])
-    conv.add_argument("--filter-radius", type=int, default=defaults["filter_radius"])
-    conv.add_argument("--rms-mix-rate", type=float, default=defaults["rms_mix_rate"])
-    conv.add_argument("--protect", type=float, default=defaults["protect"])
-    conv.add_argument("--resample-sr", type=int, default=defaults["resample_sr"], help="output rate (0: voice's)")
-    conv.add_argument("--speaker-id", type=int, default=defaults["speaker_id"])
-    conv.add_argument("--seed", type=int, default=defaults["seed"], help="noise seed (same seed, same output)")
+    _add_option_arguments(conv)
     conv.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     conv.add_argument(
         "--precision", choices=("fp32", "fp16", "bf16"), default="fp32", help="fp32 is exact; bf16 (CPU) / fp16 (CUDA) are fast"
@@ -78,10 +73,26 @@ def _add_models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, default=None, help="models folder (default: $RVC_MODELS_DIR or ./models)")
     parser.add_argument("--content-encoder", type=Path, default=None, help="hubert_base.pt or a transformers folder")
     parser.add_argument("--rmvpe", type=Path, default=None, help="rmvpe.pt (enables --f0-method rmvpe)")
+    parser.add_argument("--no-demo", action="store_true",
+                        help="never fall back to the untrained demo voice/encoder (the service's demo_fallback: false)")
 
 
-def _models_folder(args: argparse.Namespace) -> ModelsFolder:
-    return ModelsFolder(args.models_dir, content_encoder=args.content_encoder, rmvpe=args.rmvpe)
+def _catalog(args: argparse.Namespace) -> VoiceCatalog:
+    """The voices and encoder the service would use with the same folder: the models folder, with
+    the labelled untrained demo standing in where it has no voices or encoder. Notices go to stderr."""
+    catalog = VoiceCatalog(args.models_dir, content_encoder=args.content_encoder, rmvpe=args.rmvpe,
+                           demo_fallback=not args.no_demo)
+    for notice in catalog.notices(labelled=False):
+        print(f"rvc: {notice}", file=sys.stderr)
+    return catalog
+
+
+def _resolve_voice(catalog: VoiceCatalog, name_or_path: str) -> VoiceEntry:
+    """A voice name (as the service resolves it) or a path to a .pth file or voice folder."""
+    text = str(name_or_path)
+    if "/" in text or "\\" in text or text.lower().endswith(".pth"):
+        return catalog.folder.resolve_voice_argument(text)
+    return catalog.find_voice(text)
 
 
 def _collect_jobs(source: Path, target: Path) -> list[tuple[Path, Path]]:
@@ -106,21 +117,10 @@ def _collect_jobs(source: Path, target: Path) -> list[tuple[Path, Path]]:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert one file or a folder; returns the exit code."""
     try:
-        options = ConversionOptions(
-            f0_up_key=args.f0_up_key,
-            f0_method=args.f0_method,
-            index_rate=args.index_rate,
-            filter_radius=args.filter_radius,
-            rms_mix_rate=args.rms_mix_rate,
-            protect=args.protect,
-            resample_sr=args.resample_sr,
-            speaker_id=args.speaker_id,
-            seed=args.seed,
-        )
-        folder = _models_folder(args)
-        voice_entry = folder.resolve_voice_argument(args.voice)
-        encoder_path = folder.content_encoder_path()
-        rmvpe_path = folder.rmvpe_path()
+        options = ConversionOptions.from_mapping({s.name: getattr(args, s.name) for s in OPTION_SPECS})
+        catalog = _catalog(args)
+        voice_entry = _resolve_voice(catalog, args.voice)
+        encoder_path, rmvpe_path = catalog.encoder_path, catalog.rmvpe_path
     except RVCError as e:
         fatal(str(e))
     if args.index is not None and not args.index.is_file():
@@ -128,10 +128,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if encoder_path is None:
         fatal(
             f"no content encoder found: put hubert_base.pt (or a transformers-style folder) in "
-            f"{folder.assets_dir}, or pass --content-encoder / set RVC_CONTENT_ENCODER"
+            f"{catalog.folder.assets_dir}, or pass --content-encoder / set RVC_CONTENT_ENCODER"
         )
     if options.f0_method == "rmvpe" and rmvpe_path is None:
-        fatal(f"--f0-method rmvpe needs rmvpe.pt in {folder.assets_dir} (or --rmvpe / RVC_RMVPE)")
+        fatal(f"--f0-method rmvpe needs rmvpe.pt in {catalog.folder.assets_dir} (or --rmvpe / RVC_RMVPE)")
     jobs = _collect_jobs(args.input, args.output)
 
     from tqdm import tqdm
@@ -181,9 +181,9 @@ def cmd_voices(args: argparse.Namespace) -> int:
     """List the voices of a models folder."""
     from .voice import describe_checkpoint
 
-    folder = _models_folder(args)
+    catalog = _catalog(args)
     rows = []
-    for entry in folder.list_voices():
+    for entry in catalog.list_voices():
         try:
             info = describe_checkpoint(entry.pth_path)
         except RVCError as e:
@@ -197,6 +197,7 @@ def cmd_voices(args: argparse.Namespace) -> int:
                 "speakers": info.get("n_speakers"),
                 "index": entry.index_path is not None,
                 "size_mb": round(entry.size_bytes / 1e6, 1),
+                "demo": entry.demo,
                 **({"error": info["error"]} if "error" in info else {}),
             }
         )
@@ -204,7 +205,8 @@ def cmd_voices(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no voices in {folder.root} (put <name>.pth, optionally with <name>.index, there)")
+        print(f"no voices in {catalog.root}: put <name>.pth (optionally with <name>.index) there, "
+              "or drop --no-demo to try the untrained demo voice")
         return 0
     print(f"{'name':24} {'ver':4} {'rate':>6} {'f0':3} {'spk':>4} {'index':5} {'MB':>7}")
     for r in rows:
@@ -214,6 +216,7 @@ def cmd_voices(args: argparse.Namespace) -> int:
         print(
             f"{r['name']:24} {r['version']:4} {r['sample_rate']:>6} {'yes' if r['f0'] else 'no':3} "
             f"{r['speakers']:>4} {'yes' if r['index'] else 'no':5} {r['size_mb']:>7}"
+            + ("  UNTRAINED DEMO: output is noise" if r["demo"] else "")
         )
     return 0
 

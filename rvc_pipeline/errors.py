@@ -41,3 +41,11 @@ class OptionError(RVCError, ValueError):
 
 class AssetNotFoundError(RVCError):
     """A model asset (content encoder, RMVPE weights) is missing."""
+
+
+class OptionParseError(OptionError):
+    """An option given as text that is not of its type ("abc" for a number), or an unknown option."""
+
+
+class VoiceChangedError(RVCError):
+    """A voice's files were replaced while a request was using them; retrying uses the new files."""

@@ -17,6 +17,7 @@ everything `find_voice` opens resolves inside the root, symlinks included.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -53,10 +54,36 @@ class VoiceEntry:
     index_path: Path | None  # the retrieval index, if one was found
     size_bytes: int  # size of the .pth file
     problem: str | None = None  # why the voice cannot be used (only in list_voices(include_invalid=True))
+    demo: bool = False  # the untrained demo voice (rvc_pipeline.demo), not a user's file
 
     @property
     def valid(self) -> bool:
         return self.problem is None
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of the voice's files as they are now (see `file_fingerprint`)."""
+        return file_fingerprint(self.pth_path, self.index_path)
+
+
+def file_fingerprint(*paths: Path | None) -> str:
+    """12 hex digits that change whenever one of `paths` is replaced, edited or removed.
+
+    Built from each file's inode, size, mtime and ctime (nanoseconds): copying another voice
+    over `bob.pth`, or swapping its index, gives a new fingerprint without reading the files.
+    """
+    parts = []
+    for path in paths:
+        if path is None:
+            parts.append("-")
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            parts.append("missing")
+            continue
+        parts.append(f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
 
 
 def check_voice_name(name: str) -> str:
@@ -109,8 +136,7 @@ class ModelsFolder:
         """Voices sorted by name. Invalid ones (a folder with several .pth files, a link
         leading outside the root, a name that is not allowed) are left out unless
         `include_invalid`, in which case their `problem` says what is wrong."""
-        if not self.root.is_dir():
-            log.warning("models folder %s does not exist", self.root)
+        if not self.root.is_dir():  # said once by whoever owns the folder (VoiceCatalog.notices)
             return []
         entries: dict[str, VoiceEntry] = {}
         for child in sorted(self.root.iterdir()):
@@ -245,8 +271,8 @@ def _inside(path: Path, root: Path, name: str) -> Path:
     resolved = path.resolve()
     if not resolved.is_relative_to(root):
         raise VoiceNotFoundError(
-            f"voice {name!r}: {path.name} leads outside the models folder (to {resolved}); "
-            f"copy the file into {root} instead of linking it")
+            f"voice {name!r}: {path.name} is a link that leads outside the models folder; "
+            "copy the file into the models folder instead of linking it")
     return resolved
 
 

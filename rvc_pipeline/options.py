@@ -1,8 +1,11 @@
 """Per-conversion options and the chunking constants (spec §5.1, §5.4).
 
 `ConversionOptions` holds what a user may choose per request, with RVC WebUI defaults,
-validated once when built. `ChunkingConfig` holds the per-device constants that cut
-long inputs into chunks; it is chosen from the device, never by the user per request.
+validated once when built. Each field carries its `OptionSpec` (type, default, range,
+unit, help): the one schema that the HTTP form, the OpenAPI docs, the CLI flags, the
+README table and Python all read (`OPTION_SPECS`). `ChunkingConfig` holds the per-device
+constants that cut long inputs into chunks; it is chosen from the device, never by the
+user per request.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import OptionError
+from .errors import OptionError, OptionParseError
+from .pitch.estimator import DEFAULT_PITCH_METHOD, PITCH_METHODS, check_method
 
 if TYPE_CHECKING:
     import torch
@@ -25,89 +30,217 @@ if TYPE_CHECKING:
 RESAMPLE_SR_MIN = 16000
 RESAMPLE_SR_MAX = 192000
 
+# What a text value must look like to be read as each type (ASCII only: Python's int()
+# and float() would also take "1_000", "٣" or "0x1" in some forms).
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+#: Longest text read as a number: far beyond any valid value (a seed has at most 20 digits),
+#: and well under Python's 4300-digit limit on int() of a string.
+_MAX_NUMBER_TEXT = 100
+_NUMBER_TEXT = re.compile(r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|nan|inf|infinity)", re.ASCII | re.I)
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One conversion option: its type, default, allowed values and help text.
+
+    `minimum`/`maximum` bound numbers (None = unbounded); `off_value` is one more value
+    allowed outside them (resample_sr's 0 = "keep the voice's rate"); `choices` lists
+    the allowed strings.
+    """
+
+    name: str
+    kind: type  # float, int or str
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    off_value: Any = None
+    choices: tuple[str, ...] | None = None
+    unit: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag, e.g. --f0-up-key."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def type_name(self) -> str:
+        """"number", "integer" or "string" (JSON Schema names)."""
+        return {float: "number", int: "integer", str: "string"}[self.kind]
+
+    def allowed(self) -> str:
+        """The allowed values in words, e.g. "-48 to 48 semitones" or "pm, harvest, ..."."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        unit = f" {self.unit}" if self.unit else ""
+        if self.maximum is None:
+            text = f">= {_number_text(self.minimum)}{unit}"
+        else:
+            text = f"{_number_text(self.minimum)} to {_number_text(self.maximum)}{unit}"
+        if self.off_value is not None:
+            text = f"{_number_text(self.off_value)}, or {text}"
+        return text
+
+    def describe(self) -> str:
+        """Help, allowed values and default in one line (CLI help, OpenAPI description)."""
+        return f"{self.help} ({self.allowed()}; default {_number_text(self.default)})"
+
+    def json_schema(self) -> dict[str, Any]:
+        """The field as JSON Schema (OpenAPI form field)."""
+        schema: dict[str, Any] = {"type": self.type_name, "default": self.default, "description": self.describe()}
+        if self.choices is not None:
+            schema["enum"] = list(self.choices)
+        if self.minimum is not None:
+            schema["minimum"] = min(self.minimum, self.off_value) if self.off_value is not None else self.minimum
+        if self.maximum is not None:
+            schema["maximum"] = self.maximum
+        return schema
+
+    def parse(self, value: Any) -> Any:
+        """A value from text (HTTP form, CLI, config files); other values pass through.
+
+        Integers are decimal digits with an optional sign ("48000", "-3"); numbers are
+        decimal or scientific ("0.5", "1e3"); strings are trimmed and lower-cased.
+        Raises `OptionParseError` for text that is not of the field's type.
+        """
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if self.kind is str:
+            return text.lower()
+        if len(text) > _MAX_NUMBER_TEXT:
+            raise OptionParseError(f"{self.name} must be {'an integer' if self.kind is int else 'a number'} of at most "
+                                   f"{_MAX_NUMBER_TEXT} characters, got {len(text)} characters")
+        if self.kind is int:
+            if not _INTEGER_TEXT.fullmatch(text):
+                raise OptionParseError(f"{self.name} must be an integer, got {_quote(value)}")
+            return int(text)
+        if not _NUMBER_TEXT.fullmatch(text):
+            raise OptionParseError(f"{self.name} must be a number, got {_quote(value)}")
+        return float(text)
+
+    def check(self, value: Any) -> Any:
+        """The validated value (bools refused, ints for int fields); `OptionError` otherwise."""
+        if self.kind is str:
+            if self.choices is not None and (not isinstance(value, str) or value not in self.choices):
+                raise OptionError(f"{self.name} must be one of {', '.join(self.choices)}, got {_quote(value)}")
+            return value
+        if self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise OptionError(f"{self.name} must be an integer, got {_quote(value)}")
+            value = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise OptionError(f"{self.name} must be a number, got {_quote(value)}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise OptionError(f"{self.name} must be a finite number, got {_quote(value)}")
+        if value == self.off_value:
+            return value
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise OptionError(f"{self.name} must be {self.allowed()}, got {_number_text(value)}")
+        return value
+
+
+def _number_text(value: Any) -> str:
+    """Numbers as people write them: 48000, 0.75, 18446744073709551615 (strings unchanged)."""
+    if isinstance(value, numbers.Integral):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _quote(value: Any) -> str:
+    """repr() of a value, shortened: an error never echoes a huge field back."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _option(spec_kind: type, default: Any, help: str, **limits: Any) -> Any:
+    """A dataclass field carrying its OptionSpec (the name is filled in below)."""
+    return dataclasses.field(default=default, metadata={"spec": dict(kind=spec_kind, default=default, help=help, **limits)})
+
 
 @dataclass(frozen=True)
 class ConversionOptions:
-    """What one conversion does. Defaults are the RVC WebUI's (spec §5.4)."""
+    """What one conversion does. Defaults are the RVC WebUI's (spec §5.4), except the pitch method."""
 
-    # Pitch shift in semitones (float; +12 = one octave up). f0 is multiplied by
-    # 2**(f0_up_key/12). Range -48..48 (four octaves). RVC default 0.
-    f0_up_key: float = 0.0
-    # F0 extractor: a name in rvc_pipeline.pitch.PITCH_METHODS. "harvest" needs no
-    # model file (RVC's own UI default is "rmvpe", which needs rmvpe.pt).
-    f0_method: str = "harvest"
-    # Share of retrieved training features mixed into each frame, 0..1 (0 = no
-    # retrieval, 1 = retrieved features only). RVC default 0.75.
-    index_rate: float = 0.75
-    # Harvest's median filter gate: radius >= 3 applies medfilt(kernel 3) to F0.
-    # Integer 0..7 (the WebUI slider). RVC default 3.
-    filter_radius: int = 3
-    # Loudness envelope: 0 = follow the input's RMS, 1 = keep the model output's RMS.
-    # 0..1. RVC default 0.25.
-    rms_mix_rate: float = 0.25
-    # Protection of voiceless consonants and breaths: unvoiced frames keep this share
-    # of retrieved/processed features (the rest from the raw features); 0.5 turns the
-    # protection off. 0..0.5. RVC default 0.33.
-    protect: float = 0.33
-    # Output sample rate in Hz: 0 keeps the voice's rate; otherwise an integer from
-    # 16000 to 192000 (RVC ignores values below 16000, so they are refused here).
-    # RVC default 0.
-    resample_sr: int = 0
-    # Speaker row of a multi-speaker voice (emb_g), integer >= 0; the upper bound is
-    # the voice's speaker count, checked when the voice is known. RVC default 0.
-    speaker_id: int = 0
-    # Seed of the synthesizer's noise (z_p and NSF noise), integer 0..2**64-1; the
-    # same seed gives the same output. RVC draws unseeded noise; default 0.
-    seed: int = 0
+    # f0 is multiplied by 2**(f0_up_key/12). Four octaves either way.
+    f0_up_key: float = _option(float, 0.0, "pitch shift in semitones (+12 = one octave up)",
+                               minimum=-48, maximum=48, unit="semitones")
+    # "harvest" needs no model file (RVC's own UI default is "rmvpe", which needs rmvpe.pt).
+    f0_method: str = _option(str, DEFAULT_PITCH_METHOD, "pitch (F0) extractor; rmvpe needs rmvpe.pt and is the quality choice",
+                             choices=PITCH_METHODS)
+    # 0 = no retrieval, 1 = retrieved features only. RVC default 0.75.
+    index_rate: float = _option(float, 0.75, "share of retrieved (index) features", minimum=0, maximum=1)
+    # Harvest's median filter gate: radius >= 3 applies medfilt(kernel 3) to F0 (the WebUI slider).
+    filter_radius: int = _option(int, 3, "values >= 3 median-filter harvest's pitch", minimum=0, maximum=7)
+    # 0 = follow the input's RMS, 1 = keep the model output's RMS. RVC default 0.25.
+    rms_mix_rate: float = _option(float, 0.25, "loudness envelope: 0 = the input's, 1 = the voice's own",
+                                  minimum=0, maximum=1)
+    # Unvoiced frames keep this share of retrieved features (the rest raw); 0.5 = off.
+    protect: float = _option(float, 0.33, "protects unvoiced consonants and breaths; 0.5 turns it off",
+                             minimum=0, maximum=0.5)
+    # RVC ignores values below 16000, so they are refused here.
+    resample_sr: int = _option(int, 0, "output sample rate; 0 keeps the voice's rate",
+                               minimum=RESAMPLE_SR_MIN, maximum=RESAMPLE_SR_MAX, off_value=0, unit="Hz")
+    # The upper bound is the voice's speaker count, checked when the voice is known.
+    speaker_id: int = _option(int, 0, "speaker of a multi-speaker voice", minimum=0)
+    # Seeds z_p and the NSF noise. RVC draws unseeded noise.
+    seed: int = _option(int, 0, "noise seed: the same seed gives the same output", minimum=0, maximum=2**64 - 1)
 
     def __post_init__(self) -> None:
-        for name in ("f0_up_key", "index_rate", "rms_mix_rate", "protect"):
-            object.__setattr__(self, name, _number(name, getattr(self, name)))
-        for name in ("filter_radius", "resample_sr", "speaker_id", "seed"):
-            object.__setattr__(self, name, _integer(name, getattr(self, name)))
-        _check_range("f0_up_key", self.f0_up_key, -48, 48, "semitones")
-        _check_range("index_rate", self.index_rate, 0, 1)
-        _check_range("filter_radius", self.filter_radius, 0, 7)
-        _check_range("rms_mix_rate", self.rms_mix_rate, 0, 1)
-        _check_range("protect", self.protect, 0, 0.5)
-        _check_range("speaker_id", self.speaker_id, 0, None)
-        _check_range("seed", self.seed, 0, 2**64 - 1)
-        if self.resample_sr != 0 and not RESAMPLE_SR_MIN <= self.resample_sr <= RESAMPLE_SR_MAX:
-            raise OptionError(
-                f"resample_sr must be 0 (keep the voice's rate) or {RESAMPLE_SR_MIN}..{RESAMPLE_SR_MAX} Hz, "
-                f"got {self.resample_sr}")
-        _check_method(self.f0_method)
+        if isinstance(self.f0_method, str):
+            object.__setattr__(self, "f0_method", _normalise_method(self.f0_method))
+        for spec in OPTION_SPECS:
+            object.__setattr__(self, spec.name, spec.check(getattr(self, spec.name)))
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ConversionOptions:
         """Build from untyped values (HTTP form fields, query strings, config files).
 
         Keys are field names ('-' may stand for '_'); values may be strings, which are
-        parsed by the field's type. Missing keys and None values take the defaults.
-        Unknown keys raise `OptionError` naming the valid ones.
+        parsed by the field's type (`OptionSpec.parse`). Missing keys, None and blank
+        strings take the defaults. Unknown keys raise `OptionParseError` naming the valid
+        ones; text of the wrong type raises `OptionParseError`; values out of range raise
+        `OptionError`.
         """
-        valid = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             name = str(key).strip().replace("-", "_")
-            if name not in valid:
-                raise OptionError(f"unknown option {key!r}; valid options are {', '.join(valid)}")
-            if value is None:
+            if name not in OPTIONS_BY_NAME:
+                raise OptionParseError(f"unknown option {_quote(key)}; valid options are {', '.join(OPTIONS_BY_NAME)}")
+            if value is None or (isinstance(value, str) and not value.strip()):
                 continue
-            kwargs[name] = _parse(name, valid[name].type, value)
+            kwargs[name] = OPTIONS_BY_NAME[name].parse(value)
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> ConversionOptions:
         """A copy with `changes` applied, validated again."""
-        valid = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - valid)
+        unknown = sorted(set(changes) - set(OPTIONS_BY_NAME))
         if unknown:
-            raise OptionError(f"unknown option(s) {', '.join(unknown)}; valid options are {', '.join(sorted(valid))}")
+            raise OptionError(f"unknown option(s) {', '.join(unknown)}; valid options are {', '.join(sorted(OPTIONS_BY_NAME))}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all fields (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+def _normalise_method(method: str) -> str:
+    """A known pitch-method name, trimmed and lower-cased; `OptionError` naming the valid ones."""
+    try:
+        return check_method(method)
+    except OptionError:
+        raise OptionError(f"f0_method must be one of {', '.join(PITCH_METHODS)}, got {_quote(method)}") from None
+
+
+#: The schema: every option in declaration order.
+OPTION_SPECS: tuple[OptionSpec, ...] = tuple(
+    OptionSpec(name=f.name, **f.metadata["spec"]) for f in dataclasses.fields(ConversionOptions)
+)
+OPTIONS_BY_NAME: dict[str, OptionSpec] = {spec.name: spec for spec in OPTION_SPECS}
 
 
 @dataclass(frozen=True)
@@ -185,51 +318,10 @@ ChunkingConfig.GPU_FP16 = ChunkingConfig(3, 10, 60, 65)
 ChunkingConfig.LOW_MEMORY = ChunkingConfig(1, 5, 30, 32)
 
 
-# --- validation helpers -------------------------------------------------------------
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise OptionError(f"{name} must be a number, got {value!r}")
-    result = float(value)
-    if not math.isfinite(result):
-        raise OptionError(f"{name} must be a finite number, got {value!r}")
-    return result
-
-
-def _integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise OptionError(f"{name} must be an integer, got {value!r}")
-    return int(value)
-
-
-def _check_range(name: str, value: float, low: float, high: float | None, unit: str = "") -> None:
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low:g}" if high is None else f"from {low:g} to {high:g}"
-        raise OptionError(f"{name} must be {allowed}{' ' + unit if unit else ''}, got {value:g}")
-
-
-def _check_method(method: Any) -> None:
-    from .pitch import PITCH_METHODS  # imported here: pitch pulls in torch and the extractors
-
-    if not isinstance(method, str) or method not in PITCH_METHODS:
-        raise OptionError(f"f0_method must be one of {', '.join(PITCH_METHODS)}, got {method!r}")
-
-
-def _parse(name: str, annotation: Any, value: Any) -> Any:
-    """Convert a string from HTTP/CLI to the field's type; other values pass through."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    if kind == "str":
-        return text.lower()
-    try:
-        number = float(text)
-    except ValueError:
-        raise OptionError(f"{name} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}") from None
-    if kind == "int":
-        if not number.is_integer():
-            raise OptionError(f"{name} must be an integer, got {value!r}")
-        return int(text) if text.lstrip("+-").isdigit() else int(number)
-    return number
+def options_markdown() -> str:
+    """The conversion options as a Markdown table (README), written from `OPTION_SPECS`."""
+    rows = ["| option (form field / `--flag`) | type | allowed | default | meaning |", "|---|---|---|---|---|"]
+    for spec in OPTION_SPECS:
+        rows.append(f"| `{spec.name}` / `{spec.flag}` | {spec.type_name} | {spec.allowed()} | "
+                    f"`{_number_text(spec.default)}` | {spec.help} |")
+    return "\n".join(rows) + "\n"

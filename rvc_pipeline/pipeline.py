@@ -26,18 +26,15 @@ import torch
 import torch.nn.functional as F
 from scipy import signal
 
+from .constants import FRAMES_PER_SECOND, SAMPLE_RATE, WINDOW
 from .content import ContentEncoder
 from .errors import AudioError, OptionError
 from .options import ChunkingConfig, ConversionOptions
 from .pitch import PitchEstimator, coarse_f0, shift_f0
 from .voice import Voice
 
-#: Content-encoder input rate (HuBERT is trained on 16 kHz audio).
-SAMPLE_RATE = 16000
-#: Samples per pitch frame at 16 kHz (10 ms), `self.window` in the reference.
-WINDOW = 160
-#: Synthesis frames per second (10 ms frames; the voice's hop is sample_rate / 100).
-FRAMES_PER_SECOND = SAMPLE_RATE // WINDOW
+# SAMPLE_RATE (16 kHz input), WINDOW (160 samples, `self.window` in the reference) and
+# FRAMES_PER_SECOND (100) come from constants.py; this module's names stay importable.
 #: Peak above which the input is scaled down to this level (RVC `vc_single`).
 INPUT_PEAK_LIMIT = 0.95
 #: Output peak ceiling of the int16 conversion (RVC: `max|y| / 0.99`).
@@ -113,8 +110,11 @@ class ConversionResult:
 def _silence_aware_cuts(filtered: np.ndarray, chunking: ChunkingConfig) -> list[int]:
     """Cut points (in samples of the unpadded signal) at the quietest place near each x_center.
 
-    Reference: the signed sum of every 160-sample window around each sample (classic RVC
-    and Applio; rvc-formats.md §5.2 step 4), searched within ±x_query of each centre.
+    Reference: the RVC WebUI rule (rvc-formats.md §5.2 step 4, its 2024 release and 2026
+    main): S[n] = sum of |x| over the 160-sample window around n (the quietest 10 ms), and
+    the cut is the first argmin of S within [t - x_query, t + x_query) of each centre t.
+    (The signed sum is Applio's and the first 2023 code's; after the 48 Hz high-pass its
+    minimum lands almost anywhere, not in a pause.)
     """
     t_query, t_center = chunking.t_query, chunking.t_center
     edge = np.pad(filtered, (WINDOW // 2, WINDOW // 2), mode="reflect")
@@ -122,14 +122,13 @@ def _silence_aware_cuts(filtered: np.ndarray, chunking: ChunkingConfig) -> list[
         return []
     cuts = []
     for t in range(t_center, filtered.shape[0], t_center):
-        # S[n] = sum_i edge[n + i] for i < 160, accumulated in the reference's order so that
+        # S[n] = sum_i |edge[n + i]| for i < 160, accumulated in the reference's order so that
         # ties (digital silence) resolve to the same first minimum.
         lo, hi = t - t_query, min(t + t_query, filtered.shape[0])
         window_sum = np.zeros(hi - lo)
         for i in range(WINDOW):
-            window_sum += edge[lo + i : hi + i]
-        region = np.abs(window_sum)
-        cuts.append(lo + int(np.argmin(region)))
+            window_sum += np.abs(edge[lo + i : hi + i])
+        cuts.append(lo + int(np.argmin(window_sum)))
     return cuts
 
 

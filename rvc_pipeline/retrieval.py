@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,11 @@ from typing import Any
 import faiss
 import numpy as np
 
+from .constants import CONTENT_DIMS as VERSION_DIMS  # vector width per RVC version
 from .errors import OptionError, RetrievalIndexError
 
 #: Neighbours per frame, as in RVC's `index.search(npy, k=8)`.
 DEFAULT_K = 8
-
-#: Content-feature width per RVC version (v1: final_proj of layer 9; v2: layer 12).
-VERSION_DIMS = {"v1": 256, "v2": 768}
 
 # Squared distances are floored here before w = (1/score)^2. RVC divides by the raw
 # score, so a frame that exactly matches a training vector (score 0) gives inf/inf = NaN.
@@ -47,6 +46,9 @@ THREADS_ENV = "RVC_FAISS_THREADS"
 
 _threads_lock = threading.Lock()
 _threads_from_env_applied = False
+
+# Widths beyond this in a header mean the file is not an index (RVC's are 256 or 768).
+_MAX_PLAUSIBLE_DIM = 1 << 16
 
 # Frames blended per step; bounds the (rows, k, dim) gather to ~25 MB for 768 dims.
 _ROWS_PER_STEP = 1024
@@ -216,6 +218,28 @@ def _apply_threads_from_env() -> None:
                 set_search_threads(int(value))
             except (ValueError, OptionError) as e:
                 raise OptionError(f"${THREADS_ENV} must be a positive integer, got {value!r}") from e
+
+
+def check_index_header(path: str | Path, expected_dim: int, *, voice_name: str | None = None) -> None:
+    """Check a FAISS index's vector width from its first 8 bytes, without reading the index.
+
+    Every FAISS (non-binary) index file starts with a 4-character type code and then the
+    dimension as a little-endian int32. Raises `RetrievalIndexError` when the file is not
+    such a file or its width is not `expected_dim` (256 for v1 voices, 768 for v2). A full
+    `RetrievalIndex.load` still checks everything else when the voice is loaded.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise RetrievalIndexError(f"index {path.name!r} cannot be read ({e.strerror})") from e
+    dim = struct.unpack("<i", head[4:8])[0] if len(head) == 8 else 0
+    if not all(chr(c).isalnum() for c in head[:4]) or not 0 < dim <= _MAX_PLAUSIBLE_DIM:
+        raise RetrievalIndexError(f"{path.name!r} is not a FAISS index file; "
+                                  "use the 'added_*.index' file RVC wrote when training this voice")
+    if dim != expected_dim:
+        raise RetrievalIndexError(_dim_message(path.name, dim, expected_dim, voice_name))
 
 
 def _dim_message(name: str, got: int, expected: int, voice_name: str | None) -> str:

@@ -28,7 +28,7 @@ class DeploymentSettings(BaseModel):
     """Replicas and resources of one deployment."""
 
     num_replicas: int = Field(1, ge=1, description="fixed replica count (ignored when autoscaling is set)")
-    autoscaling: Optional[Autoscaling] = None
+    autoscaling: Optional[Autoscaling] = Field(None, description="min_replicas, max_replicas, target_ongoing_requests, ...: replaces num_replicas")
     num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica")
     num_gpus: float = Field(0.0, ge=0, description="GPU fraction per replica; used only where a GPU exists")
     resources: dict[str, float] = Field(
@@ -36,7 +36,7 @@ class DeploymentSettings(BaseModel):
     )
     max_ongoing_requests: int = Field(16, ge=1, description="concurrent requests per replica")
     max_queued_requests: int = Field(-1, description="queued requests per caller before 503 (-1: unbounded)")
-    graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="seconds a stopping replica may finish its requests")
 
     def deployment_options(self, *, gpu_available: bool) -> dict:
         """Keyword arguments for `Deployment.options(...)`."""
@@ -75,16 +75,53 @@ class AppArgs(BaseModel):
     models_dir: Optional[str] = Field(None, description="voices folder (default $RVC_MODELS_DIR or ./models)")
     content_encoder: Optional[str] = Field(None, description="hubert_base.pt or transformers folder")
     rmvpe: Optional[str] = Field(None, description="rmvpe.pt (enables f0_method=rmvpe)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda where the cluster has a GPU, else cpu")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp32 is exact")
     torch_threads: int = Field(1, ge=1, description="torch and FAISS threads per replica (results depend on it)")
     voices_per_replica: int = Field(2, ge=1, description="voices cached per VoiceSynthesizer replica (LRU)")
     demo_fallback: bool = Field(True, description="provide an untrained demo voice/encoder when none exist")
     demo_dir: Optional[str] = Field(None, description="where demo assets go (default $RVC_CACHE_DIR/demo)")
     feature_batch_size: int = Field(8, ge=1, description="chunks batched per HuBERT call (GPU only)")
-    feature_batch_wait_s: float = Field(0.005, ge=0)
+    feature_batch_wait_s: float = Field(0.005, ge=0, description="longest wait to fill a HuBERT batch (GPU only)")
     limits: ServiceLimits = ServiceLimits()
     ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.5, max_ongoing_requests=32)
     content: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.2, max_ongoing_requests=32)
     pitch: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.1, max_ongoing_requests=16)
     synthesizer: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.3, max_ongoing_requests=16)
+
+
+def _type_text(annotation: object) -> str:
+    """A field's type in words: "float", "str or null", "one of auto, cpu, cuda"."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        named = [_type_text(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (" or null" if type(None) in args else "")
+    if origin is dict:
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def settings_markdown() -> str:
+    """Every `serve_config.yaml` argument with its type, default and meaning, written from these models."""
+    lines = ["| argument | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str, defaults: BaseModel) -> None:
+        for name, field in model.model_fields.items():
+            value = getattr(defaults, name)
+            key = f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(type(value), f"{key}.", value)
+                continue
+            kind = _type_text(field.annotation)
+            limits = " ".join(f"{m.__class__.__name__.lower()} {v}" for m in field.metadata
+                              for v in [getattr(m, m.__class__.__name__.lower(), None)] if v is not None)
+            meaning = (field.description or "") + (f" ({limits})" if limits else "")
+            lines.append(f"| `{key}` | {kind} | `{value!r}` | {meaning} |")
+
+    walk(AppArgs, "", AppArgs())
+    return "\n".join(lines) + "\n"

@@ -16,9 +16,26 @@ from typing import Any, Optional
 import numpy as np
 from ray import serve
 
-from .assets import Catalog
+from .assets import catalog_for
 from .config import AppArgs
 from .voice_cache import release_free_heap
+
+#: Separates a voice's name from its files' fingerprint in a multiplexed model id.
+MODEL_ID_SEPARATOR = "@"
+
+
+def voice_model_id(name: str, fingerprint: str) -> str:
+    """The multiplexed model id of a voice as its files are now: "bob@3f2a9c0d1e7b".
+
+    A voice overwritten on disk gets a new id, so the next request loads the new files.
+    """
+    return f"{name}{MODEL_ID_SEPARATOR}{fingerprint}"
+
+
+def split_model_id(model_id: str) -> tuple[str, str]:
+    """(name, fingerprint) of a model id (the fingerprint is hex, so the last separator splits)."""
+    name, _, fingerprint = model_id.rpartition(MODEL_ID_SEPARATOR)
+    return name, fingerprint
 
 logger = logging.getLogger("ray.serve")
 
@@ -54,31 +71,45 @@ class ContentFeatures:
 
     def __init__(self, args: AppArgs, device: str) -> None:
         from rvc_pipeline import load_content_encoder
+        from rvc_pipeline.warmup import warm_up_encoder
 
         _setup_torch(args)
-        catalog = Catalog(args)
-        catalog.log_demo_warnings("ContentFeatures")
-        if catalog.encoder_path is None:
-            raise RuntimeError(
-                f"no content encoder: put hubert_base.pt in {catalog.folder.assets_dir} or set RVC_CONTENT_ENCODER"
-            )
-        self.path = str(catalog.encoder_path)
+        catalog = catalog_for(args)
+        self.label = catalog.label(catalog.encoder_path)
         self.demo = catalog.encoder_is_demo
         self.device = device
-        self.encoder = load_content_encoder(catalog.encoder_path, device=device, dtype=_dtype(args, device))
         self.batching = device.startswith("cuda")
         self.extract_batch.set_max_batch_size(args.feature_batch_size)
         self.extract_batch.set_batch_wait_timeout_s(args.feature_batch_wait_s)
-        logger.info("content encoder %s loaded on %s%s", self.path, device, " (UNTRAINED DEMO)" if self.demo else "")
+        self.encoder = None
+        # Without an encoder the replica still starts, so /health and /voices can say what to add.
+        self.missing = None if catalog.encoder_path is not None else (
+            f"no content encoder: put hubert_base.pt in {catalog.assets_hint()}, or set RVC_CONTENT_ENCODER")
+        if self.missing is not None:
+            logger.error(self.missing)
+            return
+        self.encoder = load_content_encoder(catalog.encoder_path, device=device, dtype=_dtype(args, device))
+        started = time.perf_counter()
+        warm_up_encoder(self.encoder)
+        logger.info("content encoder %s loaded on %s%s, warmed up in %.2fs", self.label, device,
+                    " (UNTRAINED DEMO)" if self.demo else "", time.perf_counter() - started)
 
     def info(self) -> dict[str, Any]:
+        """What /health and /voices show: the encoder's label, shape and which voice versions it
+        cannot serve (with why: a missing encoder serves none)."""
+        if self.encoder is None:
+            return {"path": None, "demo": False, "missing": self.missing, "device": self.device,
+                    "unsupported_versions": {"v1": self.missing, "v2": self.missing}}
         return {
-            "path": self.path,
+            "path": self.label,
             "demo": self.demo,
             "label": "untrained demo content encoder (output is noise)" if self.demo else "user-provided",
             "hidden_size": self.encoder.hidden_size,
             "num_layers": self.encoder.num_layers,
             "device": self.device,
+            "unsupported_versions": {
+                v: problem for v in ("v1", "v2") if (problem := self.encoder.problem_with(v)) is not None
+            },
         }
 
     async def extract(self, chunk_audio: np.ndarray, version: str) -> tuple[np.ndarray, float]:
@@ -91,8 +122,11 @@ class ContentFeatures:
         from rvc_pipeline import extract_features
 
         started = time.perf_counter()
-        feats = extract_features(self.encoder, chunk_audio, version)
-        return feats, time.perf_counter() - started
+        try:
+            feats = extract_features(self.encoder, chunk_audio, version)
+            return feats, time.perf_counter() - started
+        finally:
+            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def extract_batch(self, chunks: list[np.ndarray], versions: list[str]) -> list[tuple[np.ndarray, float]]:
@@ -118,8 +152,7 @@ class ContentFeatures:
         return [(r, seconds) for r in results]  # type: ignore[misc]
 
     def check_health(self) -> None:
-        if self.encoder is None:
-            raise RuntimeError("content encoder not loaded")
+        return None  # a missing encoder is reported by /health and /voices, not by restarting the replica
 
 
 @serve.deployment
@@ -128,11 +161,15 @@ class PitchExtractor:
 
     def __init__(self, args: AppArgs, device: str) -> None:
         from rvc_pipeline import PitchEstimator
+        from rvc_pipeline.constants import CLASSIC_PITCH_METHODS
+        from rvc_pipeline.warmup import warm_up_pitch
 
         _setup_torch(args)
-        catalog = Catalog(args)
+        catalog = catalog_for(args)
         self.estimator = PitchEstimator(device=device, rmvpe_path=catalog.rmvpe_path)
-        self.rmvpe_hint = str(catalog.folder.assets_dir / "rmvpe.pt")
+        started = time.perf_counter()
+        warm_up_pitch(self.estimator, CLASSIC_PITCH_METHODS)
+        logger.info("pitch methods %s warmed up in %.2fs", ", ".join(CLASSIC_PITCH_METHODS), time.perf_counter() - started)
 
     def methods(self) -> list[str]:
         return list(self.estimator.available_methods())
@@ -145,24 +182,32 @@ class PitchExtractor:
         from rvc_pipeline import estimate_pitch
 
         started = time.perf_counter()
-        track = estimate_pitch(np.array(padded), self.estimator, options)
-        return track, time.perf_counter() - started
+        try:
+            track = estimate_pitch(np.array(padded), self.estimator, options)
+            return track, time.perf_counter() - started
+        finally:
+            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
 
 
 @serve.deployment
 class VoiceSynthesizer:
-    """Synthesis of chunks with one voice, multiplexed: voices load lazily, LRU-evicted."""
+    """Synthesis of chunks with one voice, multiplexed: voices load lazily, LRU-evicted.
+
+    The multiplexed model id is `voice_model_id(name, fingerprint)`: a voice whose files
+    change on disk is a new id, loaded by the next request; the superseded copy is released
+    as soon as no request uses it.
+    """
 
     def __init__(self, args: AppArgs, device: str) -> None:
         self.torch = _setup_torch(args)
         self.args = args
         self.device = device
         self.dtype = _dtype(args, device)
-        self.catalog = Catalog(args)
-        self.catalog.log_demo_warnings("VoiceSynthesizer")
+        self.catalog = catalog_for(args)
         self._lock = threading.Lock()
-        self._loaded: dict[str, Any] = {}  # voice name -> SharedVoice in the multiplexer's cache
-        self.stats = {"loads": 0, "evictions": 0, "closes": 0, "deferred_closes": 0}
+        self._loaded: dict[str, Any] = {}  # model id -> SharedVoice in the multiplexer's cache
+        self._files: dict[str, dict[str, Any]] = {}  # model id -> what /health shows of it
+        self.stats = {"loads": 0, "evictions": 0, "closes": 0, "deferred_closes": 0, "superseded": 0}
         context = serve.get_replica_context()
         self.replica_id = context.replica_id.unique_id
         self.app_name = context.replica_id.deployment_id.app_name
@@ -173,55 +218,79 @@ class VoiceSynthesizer:
         self._report()  # listed in /health from the start, with no voices yet
 
     def _load_voice_fn(self):
-        async def load(voice_name: str):
-            return await self._load_voice(voice_name)
+        async def load(model_id: str):
+            return await self._load_voice(model_id)
 
         return load
 
     @serve.multiplexed(max_num_models_per_replica=DEFAULT_VOICES_PER_REPLICA)
-    async def get_voice(self, voice_name: str):  # replaced per instance in __init__
-        return await self._load_voice(voice_name)
+    async def get_voice(self, model_id: str):  # replaced per instance in __init__
+        return await self._load_voice(model_id)
 
-    async def _load_voice(self, voice_name: str):
+    async def _load_voice(self, model_id: str):
         from rvc_pipeline import load_voice
+        from rvc_pipeline.errors import VoiceChangedError
 
         from .voice_cache import SharedVoice
 
-        ref = self.catalog.find_voice(voice_name)
+        name, fingerprint = split_model_id(model_id)
+        ref = self.catalog.find_voice(name)
+        if ref.fingerprint != fingerprint:
+            raise VoiceChangedError(f"voice {name!r} changed on disk while the request was starting; retry")
         started = time.perf_counter()
         voice = await asyncio.to_thread(
             load_voice, ref.pth_path, ref.index_path, name=ref.name, device=self.device, dtype=self.dtype
         )
-        shared = SharedVoice(ref.name, voice, on_evicted=self._on_evicted, on_closed=self._on_closed)
+        if ref.fingerprint != fingerprint:  # replaced while being read: what was read may be half of each
+            voice.close()
+            raise VoiceChangedError(f"voice {name!r} changed on disk while it was loading; retry")
+        shared = SharedVoice(model_id, voice, on_evicted=self._on_evicted, on_closed=self._on_closed)
         with self._lock:
-            self._loaded[ref.name] = shared
+            superseded = [s for mid, s in self._loaded.items() if split_model_id(mid)[0] == name]
+            self._loaded[model_id] = shared
+            self._files[model_id] = {
+                "name": ref.name, "fingerprint": fingerprint, "demo": ref.demo,
+                "pth": self.catalog.label(ref.pth_path), "index": self.catalog.label(ref.index_path),
+                "loaded_at": time.time(),
+            }
             self.stats["loads"] += 1
+            self.stats["superseded"] += len(superseded)
+        for old in superseded:  # its slot stays in Serve's LRU (tiny), its weights go now
+            old.evict()
         logger.info(
-            "voice %r loaded in %.2fs on replica %s%s",
-            ref.name, time.perf_counter() - started, self.replica_id, " (UNTRAINED DEMO)" if ref.demo else "",
+            "voice %r (files %s) loaded in %.2fs on replica %s%s",
+            ref.name, fingerprint, time.perf_counter() - started, self.replica_id, " (UNTRAINED DEMO)" if ref.demo else "",
         )
         self._report()
         return shared
 
     def _on_evicted(self, shared: Any, users: int) -> None:
-        """The multiplexer dropped `shared` (LRU); it is freed now or after its last user."""
+        """The multiplexer dropped `shared` (LRU), or a newer copy superseded it; freed now or after its last user."""
         with self._lock:
             if self._loaded.get(shared.name) is shared:
                 del self._loaded[shared.name]
+                self._files.pop(shared.name, None)
             self.stats["evictions"] += 1
             self.stats["deferred_closes"] += int(users > 0)
         self._report()
 
-    def _on_closed(self, name: str) -> None:
+    def _on_closed(self, model_id: str) -> None:
         with self._lock:
             self.stats["closes"] += 1
-        logger.info("voice %r evicted and released on replica %s", name, self.replica_id)
+        logger.info("voice %r evicted and released on replica %s", model_id, self.replica_id)
         self._report()
 
     def state(self) -> dict[str, Any]:
-        """Voices held by this replica (what /health shows) and load/evict counters."""
+        """Voices held by this replica (what /health shows: names and the files they came from) and counters."""
         with self._lock:
-            return {"replica": self.replica_id, "loaded_voices": sorted(self._loaded), **self.stats}
+            voices = sorted(self._files.values(), key=lambda v: v["name"])
+            return {
+                "replica": self.replica_id,
+                "loaded_voices": [v["name"] for v in voices],
+                "voices": voices,
+                "device": self.device,
+                **self.stats,
+            }
 
     def _report(self) -> None:
         try:
@@ -235,10 +304,25 @@ class VoiceSynthesizer:
         except Exception as e:  # health reporting must never break synthesis
             logger.warning("could not report voices to the registry: %s", e)
 
-    async def describe(self) -> dict[str, Any]:
-        """Load the request's voice (multiplexed id) and return what the ingress needs."""
+    async def _acquire(self):
+        """The request's voice (multiplexed id), registered as in use; release it when done."""
+        from rvc_pipeline.errors import VoiceChangedError
+
         shared = await self.get_voice(serve.get_multiplexed_model_id())
-        with shared.use() as voice:
+        try:
+            shared.acquire()  # no await since get_voice returned, so only a newer copy can have released it
+        except RuntimeError:
+            raise VoiceChangedError(f"voice {shared.name!r} was replaced on disk during the request; retry") from None
+        return shared
+
+    async def describe(self) -> dict[str, Any]:
+        """Load the request's voice and return what the ingress needs, including the chunking
+        rule for this replica's device and precision (decided here: only this replica knows its GPU)."""
+        from rvc_pipeline import ChunkingConfig
+
+        shared = await self._acquire()
+        try:
+            voice = shared.voice
             return {
                 "name": voice.name,
                 "version": voice.version,
@@ -246,15 +330,17 @@ class VoiceSynthesizer:
                 "sample_rate": int(voice.sample_rate),
                 "n_speakers": int(voice.n_speakers),
                 "has_index": bool(voice.has_index),
+                "chunking": ChunkingConfig.for_device(voice.device, voice.dtype),
             }
+        finally:
+            shared.release()
 
     async def synthesize(
         self, features: tuple, pitch: Optional[tuple], chunk: Any, chunk_samples: int,
         options: Any, chunking: Any, seed: int,
     ) -> tuple[np.ndarray, dict[str, float]]:
         """One chunk: (features, s) from ContentFeatures, (PitchTrack, s) or None -> (audio, seconds by stage)."""
-        shared = await self.get_voice(serve.get_multiplexed_model_id())
-        shared.acquire()  # no await since get_voice returned: it cannot have been freed
+        shared = await self._acquire()
         return await asyncio.to_thread(self._synthesize, shared, features, pitch, chunk, chunk_samples, options, chunking, seed)
 
     def _synthesize(self, shared, features, pitch, chunk, chunk_samples, options, chunking, seed):

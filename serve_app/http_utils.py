@@ -4,8 +4,8 @@ multipart reader, option parsing, and offline text-to-speech with espeak-ng."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-from typing import Any, Mapping
+import re
+from typing import Any, Iterable, Mapping
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
@@ -17,10 +17,13 @@ from rvc_pipeline import (
     CheckpointError,
     ConversionOptions,
     OptionError,
+    OptionParseError,
     RetrievalIndexError,
     RVCError,
     VoiceNotFoundError,
 )
+from rvc_pipeline.errors import VoiceChangedError
+from rvc_pipeline.tts import TTSError, TTSTimeoutError, espeak_wav
 
 
 #: Longest error detail answered; longer ones (e.g. echoing a 500 KB field) keep their start and end.
@@ -75,21 +78,34 @@ def to_service_error(exc: BaseException) -> ServiceError | None:
     if isinstance(exc, (OptionError, AssetNotFoundError)):
         return ServiceError(400, "invalid_option", str(exc))
     if isinstance(exc, (CheckpointError, RetrievalIndexError)):
-        # The voice's own files are broken: only whoever runs the service can fix them.
-        return ServiceError(500, "voice_unusable", str(exc))
+        # The voice cannot run here (broken or unsafe file, index of the wrong width, a vocoder or
+        # content encoder it needs is missing): the detail names the fix; /voices lists it too.
+        return ServiceError(409, "voice_unusable", str(exc))
+    if isinstance(exc, VoiceChangedError):
+        return ServiceError(503, "voice_changed", str(exc))
     if isinstance(exc, RVCError):
         return ServiceError(500, type(exc).__name__, str(exc))
     return None
 
 
-def hide_server_paths(error: ServiceError, paths: Mapping[str, str]) -> ServiceError:
-    """`error` with each server folder in its detail replaced by a label (e.g. models dir -> "<models>")."""
-    detail = error.detail
-    for path, label in paths.items():
+#: An absolute path left in a message after the known folders were labelled: "/" where a word
+#: starts (not inside "a/b", "<models>/x" or a URL), then the path's characters.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~<>:/-])/[^\s'\"()\[\],;]+")
+
+
+def hide_paths(text: str, paths: Mapping[str, str]) -> str:
+    """`text` with each server folder replaced by its label (models dir -> "<models>"), longest
+    first, then any other absolute path replaced by "<server path>"."""
+    for path in sorted(paths, key=len, reverse=True):
         if path:
-            detail = detail.replace(path.rstrip("/"), label)
-    error.detail = detail
-    error.args = (detail,)
+            text = text.replace(path.rstrip("/"), paths[path])
+    return _ABSOLUTE_PATH.sub("<server path>", text)
+
+
+def hide_server_paths(error: ServiceError, paths: Mapping[str, str]) -> ServiceError:
+    """`error` with server folders in its detail replaced by labels (see `hide_paths`)."""
+    error.detail = hide_paths(error.detail, paths)
+    error.args = (error.detail,)
     return error
 
 
@@ -134,25 +150,35 @@ def _too_large(max_bytes: int) -> ServiceError:
     return ServiceError(413, "upload_too_large", f"the request body exceeds the limit of {max_bytes} bytes")
 
 
-_CASTS = {"f0_up_key": float, "index_rate": float, "rms_mix_rate": float, "protect": float,
-          "filter_radius": int, "resample_sr": int, "speaker_id": int, "seed": int, "f0_method": str}
+def reject_repeated_fields(form: FormData) -> None:
+    """422 when any form field (file or text) appears more than once: which one to use would be a guess."""
+    seen: set[str] = set()
+    for name, _ in form.multi_items():
+        if name in seen:
+            raise ServiceError(422, "invalid_request", f"form field {name[:100]!r} is given more than once; send it once")
+        seen.add(name)
 
 
-def parse_options(form: FormData) -> ConversionOptions:
-    """ConversionOptions from form fields: 422 for a malformed value, 400 for one out of range."""
+def parse_options(form: FormData, request_fields: Iterable[str]) -> ConversionOptions:
+    """ConversionOptions from the form's option fields (the one schema, `ConversionOptions.from_mapping`).
+
+    `request_fields` are the route's own fields (audio, voice_name, ...); any other field
+    must be an option. 422 for a repeated, unknown or malformed field, 400 for a value out
+    of range.
+    """
+    reject_repeated_fields(form)
     values: dict[str, Any] = {}
-    for name, cast in _CASTS.items():
-        raw = form.get(name)
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+    own = set(request_fields)
+    for name, raw in form.multi_items():
+        if name in own:
             continue
         if isinstance(raw, UploadFile):
-            raise ServiceError(422, "invalid_request", f"{name} must be a form field, not a file")
-        try:
-            values[name] = cast(raw.strip())
-        except ValueError:
-            raise ServiceError(422, "invalid_request", f"{name}={raw!r} is not a valid {cast.__name__}") from None
+            raise ServiceError(422, "invalid_request", f"{name[:100]} must be a form field, not a file")
+        values[name] = raw
     try:
-        return ConversionOptions(**values)
+        return ConversionOptions.from_mapping(values)
+    except OptionParseError as e:
+        raise ServiceError(422, "invalid_request", str(e)) from e
     except OptionError as e:
         raise ServiceError(400, "invalid_option", str(e)) from e
 
@@ -165,21 +191,13 @@ def require_text(form: FormData, name: str) -> str:
 
 
 async def speak(text: str, *, voice: str = "en", timeout_s: float = 30.0) -> bytes:
-    """WAV bytes of `text` spoken by espeak-ng (offline). The text goes through stdin: no shell,
-    and text that starts with '-' cannot be taken for an option."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise ServiceError(501, "tts_unavailable", "espeak-ng is not installed on the server (apt-get install espeak-ng)")
-    proc = await asyncio.create_subprocess_exec(
-        exe, "--stdout", "-v", voice,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
+    """WAV bytes of `text` spoken by espeak-ng (offline), run in a thread by `rvc_pipeline.tts.espeak_wav`
+    (text through stdin: no shell, and text that starts with '-' cannot be taken for an option)."""
     try:
-        out, err = await asyncio.wait_for(proc.communicate(text.encode()), timeout_s)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+        return await asyncio.to_thread(espeak_wav, text, voice=voice, timeout_s=timeout_s)
+    except AssetNotFoundError:
+        raise ServiceError(501, "tts_unavailable", "espeak-ng is not installed on the server (apt-get install espeak-ng)") from None
+    except TTSTimeoutError:
         raise ServiceError(504, "timeout", "text-to-speech took too long") from None
-    if proc.returncode != 0 or not out:
-        raise ServiceError(500, "tts_failed", f"espeak-ng failed: {err.decode(errors='replace')[:200]}")
-    return out
+    except TTSError as e:
+        raise ServiceError(500, "tts_failed", str(e)) from None

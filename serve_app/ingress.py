@@ -21,42 +21,37 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rvc_pipeline import ChunkingConfig, describe_checkpoint, encode_wav, finish, prepare
+from rvc_pipeline import OPTION_SPECS, describe_checkpoint, encode_wav, finish, prepare
 from rvc_pipeline.audio import decode_audio
+from rvc_pipeline.constants import CONTENT_DIMS
 from rvc_pipeline.demo import DEMO_LABEL
+from rvc_pipeline.errors import CheckpointError
 from rvc_pipeline.pipeline import chunk_seed
+from rvc_pipeline.retrieval import check_index_header
 
-from .assets import Catalog
+from .api_docs import install_offline_docs
+from .assets import catalog_for
+from .deployments import voice_model_id
 from .config import AppArgs
 from .http_utils import (
     ServiceError,
+    hide_paths,
     hide_server_paths,
     parse_options,
     read_form_limited,
+    reject_repeated_fields,
     require_text,
     speak,
     to_service_error,
 )
 from .metrics import ServiceMetrics
 from .registry import get_registry
+from .voice_cache import release_free_heap
 
 logger = logging.getLogger("ray.serve")
 
-_OPTION_FIELDS = {
-    "f0_up_key": ("number", "pitch shift in semitones (-48..48), default 0"),
-    "f0_method": ("string", "pm, harvest (default), dio, crepe, crepe-tiny, rmvpe, fcpe"),
-    "index_rate": ("number", "retrieval blend 0..1, default 0.75"),
-    "filter_radius": ("integer", "median filter of harvest F0 0..7, default 3"),
-    "rms_mix_rate": ("number", "loudness envelope mix 0..1, default 0.25"),
-    "protect": ("number", "consonant protection 0..0.5, default 0.33"),
-    "resample_sr": ("integer", "output rate in Hz (0: the voice's)"),
-    "speaker_id": ("integer", "speaker of a multi-speaker voice, default 0"),
-    "seed": ("integer", "noise seed: same seed, same output"),
-}
-
-
 def _form_schema(first: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    props = {**first, **{k: {"type": t, "description": d} for k, (t, d) in _OPTION_FIELDS.items()}}
+    props = {**first, **{spec.name: spec.json_schema() for spec in OPTION_SPECS}}
     schema = {"type": "object", "properties": props, "required": required}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
@@ -77,7 +72,10 @@ app = FastAPI(
     title="RVC voice conversion",
     description="Retrieval-based Voice Conversion on Ray Serve. Errors are JSON {error, detail}.",
     version="0.1.0",
+    docs_url=None,
+    redoc_url=None,
 )
+install_offline_docs(app)
 
 
 @app.middleware("http")
@@ -109,6 +107,16 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     return JSONResponse({"error": "invalid_request", "detail": exc.errors()}, status_code=422)
 
 
+@app.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Any other failure (outside the conversion routes' own mapping): JSON, with no internals."""
+    request_id = getattr(request.state, "request_id", "-")
+    logger.error("request_id=%s path=%s unexpected error", request_id, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "internal_error",
+                         "detail": f"an unexpected error occurred; the server log has it under request id {request_id}"},
+                        status_code=500)
+
+
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse({"error": "http_error", "detail": exc.detail}, status_code=exc.status_code)
@@ -126,91 +134,116 @@ def _stage_header(timings: dict[str, float]) -> str:
     return ";".join(f"{k}={v:.3f}" for k, v in timings.items())
 
 
+def _encoder_fix(voice_name: str, version: str, problem: str, assets: str) -> str:
+    """The message for a voice the loaded content encoder cannot serve, with the fix."""
+    if problem.startswith("no content encoder"):
+        return f"voice {voice_name!r} cannot run: {problem}."
+    return (f"voice {voice_name!r} is an RVC {version} voice, which the loaded content encoder cannot serve: "
+            f"{problem}. Put the full hubert_base.pt (ContentVec) in {assets}, or set RVC_CONTENT_ENCODER.")
+
+
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
-    """Validates and decodes requests, then runs pitch, features and synthesis in parallel."""
+    """Validates and decodes requests, then runs pitch, features and synthesis in parallel.
+
+    Never touches a GPU: chunking is decided by the synthesis replica that knows its device.
+    """
 
     def __init__(self, content: DeploymentHandle, pitch: DeploymentHandle, synth: DeploymentHandle,
                  args: AppArgs, device: str) -> None:
         import torch
 
-        from rvc_pipeline.device import resolve_dtype
+        from rvc_pipeline.warmup import warm_up_edges
 
         torch.set_num_threads(args.torch_threads)
         self.content, self.pitch, self.synth = content, pitch, synth
         self.args, self.limits, self.device = args, args.limits, device
-        self.catalog = Catalog(args)
-        self.catalog.log_demo_warnings("Ingress")
-        # Error details name files relative to these labels, never by their server path.
-        self._server_paths = {str(self.catalog.folder.root.resolve()): "<models>", str(self.catalog.folder.root): "<models>"}
-        # The same chunking rule convert() applies for the synthesizer's device and precision.
-        self.chunking = ChunkingConfig.for_device(torch.device(device), resolve_dtype(args.precision, torch.device(device)))
+        self.catalog = catalog_for(args)
+        for notice in self.catalog.notices():  # said once, by the ingress only, in the service's log format
+            logger.warning(notice)
+        # Error details and /health name files by labels ("<models>/bob.pth"), never by server path.
+        self._server_paths = self.catalog.path_labels()
         self.in_flight = 0
-        self._describe_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self._describe_cache: dict[tuple, dict[str, Any]] = {}
+        self._encoder_info: dict[str, Any] | None = None
         self.metrics = ServiceMetrics()
         self.app_name = serve.get_replica_context().replica_id.deployment_id.app_name
+        started = time.perf_counter()
+        warm_up_edges()
+        logger.info("ingress warmed up in %.2fs", time.perf_counter() - started)
 
     # ---------------------------------------------------------------- routes
 
     @app.get("/health")
     async def health(self) -> dict[str, Any]:
-        """Status, voices loaded on each synthesis replica, content encoder, pitch methods, device."""
+        """Status, voices loaded on each synthesis replica (with the files they came from), encoder, pitch methods."""
         content, methods, replicas = await asyncio.gather(
             asyncio.wait_for(self.content.info.remote(), 10),
             asyncio.wait_for(self.pitch.methods.remote(), 10),
             asyncio.wait_for(get_registry(self.app_name).snapshot.remote(), 10),
             return_exceptions=True,
         )
-        problems = [repr(r) for r in (content, methods, replicas) if isinstance(r, BaseException)]
+        failed = {name: r for name, r in (("content", content), ("pitch", methods), ("registry", replicas))
+                  if isinstance(r, BaseException)}
+        synthesis = [] if "registry" in failed else sorted(replicas.values(), key=lambda r: r["replica"])
+        await asyncio.to_thread(self._mark_current, synthesis)
         body = {
-            "status": "degraded" if problems else "ok",
+            "status": "degraded" if failed else "ok",
             "device": self.device,
             "precision": self.args.precision,
-            "content_encoder": None if isinstance(content, BaseException) else content,
-            "pitch_methods": None if isinstance(methods, BaseException) else methods,
-            "synthesis_replicas": [] if isinstance(replicas, BaseException) else sorted(replicas.values(), key=lambda r: r["replica"]),
+            "models_dir": self.catalog.label(self.catalog.root),
+            "content_encoder": None if "content" in failed else content,
+            "pitch_methods": None if "pitch" in failed else methods,
+            "synthesis_replicas": synthesis,
             "voices_per_replica": self.args.voices_per_replica,
             "in_flight": self.in_flight,
         }
+        if content is not None and not isinstance(content, BaseException) and content.get("missing"):
+            body["status"] = "degraded"
+            body.setdefault("problems", []).append(content["missing"])
         if self.catalog.encoder_is_demo or self.catalog.voices_are_demo:
-            body["demo"] = self.catalog.hint().format(what="assets")
-        if problems:
-            body["problems"] = problems
+            body["demo"] = " ".join(self.catalog.notices())
+        if failed:
+            body.setdefault("problems", []).extend(f"{name}: {type(e).__name__}" for name, e in failed.items())
         return body
 
     @app.get("/voices")
     async def voices(self) -> dict[str, Any]:
-        """Every voice in the models folder: version, sample rate, pitch guidance, speakers, index, size."""
-        return {"voices": await asyncio.to_thread(self._describe_all)}
+        """Every voice in the models folder: version, rate, pitch guidance, speakers, index, size,
+        and whether it can run here (`runnable`, with the `problem` and its fix when not)."""
+        encoder = await self._encoder()
+        return {"voices": await asyncio.to_thread(self._describe_all, encoder)}
 
     @app.post("/convert", openapi_extra=CONVERT_DOC, response_class=Response, responses=WAV_RESPONSE)
     async def convert(self, request: Request) -> Response:
         """Convert an uploaded recording into a voice; returns audio/wav."""
         async with self._request("convert", request) as timings:
             form = await read_form_limited(request, self.limits.max_upload_bytes)
+            reject_repeated_fields(form)
             upload = form.get("audio")
             if not isinstance(upload, UploadFile):
                 raise ServiceError(422, "invalid_request", "form file 'audio' is required")
-            voice_name, options = require_text(form, "voice_name"), parse_options(form)
+            voice_name, options = require_text(form, "voice_name"), parse_options(form, ("audio", "voice_name"))
             ref = self.catalog.find_voice(voice_name)
             data = await upload.read()
-            return await self._run(data, ref.name, options, timings)
+            return await self._run(data, ref, options, timings)
 
     @app.post("/tts", openapi_extra=TTS_DOC, response_class=Response, responses=WAV_RESPONSE)
     async def tts(self, request: Request) -> Response:
         """Speak `text` with espeak-ng (offline), then convert it into the voice."""
         async with self._request("tts", request) as timings:
             form = await read_form_limited(request, self.limits.max_upload_bytes)
+            reject_repeated_fields(form)
             text, voice_name = require_text(form, "text"), require_text(form, "voice_name")
             if len(text) > self.limits.max_tts_chars:
                 raise ServiceError(413, "text_too_long", f"text has {len(text)} characters; the limit is {self.limits.max_tts_chars}")
-            options = parse_options(form)
+            options = parse_options(form, ("text", "voice_name"))
             ref = self.catalog.find_voice(voice_name)
             started = time.perf_counter()
             data = await speak(text, timeout_s=self.limits.request_timeout_s)
             timings["tts"] = time.perf_counter() - started
-            return await self._run(data, ref.name, options, timings)
+            return await self._run(data, ref, options, timings)
 
     # ---------------------------------------------------------------- internals
 
@@ -231,7 +264,9 @@ class Ingress:
             if mapped is None:
                 status = 500
                 logger.exception("request_id=%s route=%s unexpected error", request_id, route)
-                raise ServiceError(500, "internal_error", f"{type(e).__name__}: {e}") from e
+                # The exception's text may hold paths or internals: it goes to the log, not the client.
+                raise ServiceError(500, "internal_error",
+                                   f"an unexpected error occurred; the server log has it under request id {request_id}") from e
             status = mapped.status
             raise hide_server_paths(mapped, self._server_paths) from e
         finally:
@@ -243,38 +278,45 @@ class Ingress:
                 request_id, route, status, elapsed, _stage_header(timings) or "-",
             )
 
-    async def _run(self, data: bytes, voice_name: str, options: Any, timings: dict[str, float]) -> Response:
+    async def _run(self, data: bytes, ref: Any, options: Any, timings: dict[str, float]) -> Response:
         started = time.perf_counter()
         try:
-            wav = await asyncio.wait_for(self._convert(data, voice_name, options, timings), self.limits.request_timeout_s)
+            wav = await asyncio.wait_for(self._convert(data, ref, options, timings), self.limits.request_timeout_s)
         except asyncio.TimeoutError:
             raise ServiceError(504, "timeout", f"the conversion took longer than {self.limits.request_timeout_s} s") from None
+        finally:
+            # The conversion's buffers were freed in worker threads, whose glibc arenas keep the pages:
+            # hand them back, or resident memory creeps up request after request (docs/reliability.md).
+            await asyncio.to_thread(release_free_heap)
         headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": _stage_header(timings)}
         return Response(wav, media_type="audio/wav", headers=headers)
 
-    async def _convert(self, data: bytes, voice_name: str, options: Any, timings: dict[str, float]) -> bytes:
-        synth = self.synth.options(multiplexed_model_id=voice_name)
+    async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float]) -> bytes:
+        # The model id names the voice's files as they are now: a voice replaced on disk is a new model.
+        synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
         describe = synth.describe.remote()  # loads the voice while the audio decodes
         refs: list[Any] = [describe]
         synthesized: list[Any] = []
         try:
             audio16k = await _timed(timings, "decode", decode_audio, data, max_duration_s=self.limits.max_duration_s)
-            prepared = await _timed(timings, "prepare", prepare, audio16k, self.chunking)
             info = await describe
+            await self._check_encoder_serves(ref.name, info["version"])
+            chunking = info["chunking"]  # the synthesis replica's rule (its device and precision)
+            prepared = await _timed(timings, "prepare", prepare, audio16k, chunking)
             pitch = self.pitch.estimate.remote(prepared.padded, options) if info["f0"] else None
             refs += [pitch] if pitch is not None else []
             for chunk in prepared.chunks:
                 chunk_audio = prepared.chunk_audio(chunk)
                 features = self.content.extract.remote(chunk_audio, info["version"])
                 synthesized.append(synth.synthesize.remote(
-                    features, pitch, chunk, chunk_audio.shape[0], options, self.chunking,
+                    features, pitch, chunk, chunk_audio.shape[0], options, chunking,
                     chunk_seed(options.seed, chunk.index),
                 ))
                 refs += [features, synthesized[-1]]
             results = await asyncio.gather(*synthesized)
         except BaseException:
-            for ref in refs:
-                ref.cancel()
+            for r in refs:
+                r.cancel()
             raise
         for _, stage_times in results:
             for stage, seconds in stage_times.items():
@@ -286,16 +328,37 @@ class Ingress:
         audio, sample_rate = await _timed(timings, "finish", finish, outputs, prepared, info["sample_rate"], options)
         return await _timed(timings, "encode", encode_wav, audio, sample_rate)
 
-    def _describe_all(self) -> list[dict[str, Any]]:
+    async def _encoder(self) -> dict[str, Any]:
+        """The content encoder's info (fixed for the deployment's life), fetched once."""
+        if self._encoder_info is None:
+            self._encoder_info = await asyncio.wait_for(self.content.info.remote(), 30)
+        return self._encoder_info
+
+    async def _check_encoder_serves(self, voice_name: str, version: str) -> None:
+        """409 naming the fix when the loaded content encoder cannot make this voice's features."""
+        problem = (await self._encoder()).get("unsupported_versions", {}).get(version)
+        if problem is not None:
+            raise CheckpointError(_encoder_fix(voice_name, version, problem, self.catalog.assets_hint()))
+
+    def _mark_current(self, replicas: list[dict[str, Any]]) -> None:
+        """Flag each loaded voice whose files have since changed on disk (`current`: False)."""
+        fingerprints: dict[str, str | None] = {}
+        for replica in replicas:
+            for voice in replica.get("voices", []):
+                name = voice["name"]
+                if name not in fingerprints:
+                    try:
+                        fingerprints[name] = self.catalog.find_voice(name).fingerprint
+                    except Exception:
+                        fingerprints[name] = None
+                voice["current"] = fingerprints[name] == voice["fingerprint"]
+
+    def _describe_all(self, encoder: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for ref in self.catalog.list_voices():
-            stat = ref.pth_path.stat()
-            key = (str(ref.pth_path), stat.st_mtime_ns, stat.st_size)
+            key = (ref.pth_path, ref.index_path, ref.fingerprint)
             if key not in self._describe_cache:
-                try:
-                    self._describe_cache[key] = dict(describe_checkpoint(ref.pth_path))
-                except Exception as e:
-                    self._describe_cache[key] = {"error": str(e)}
+                self._describe_cache[key] = self._describe(ref)
             info = self._describe_cache[key]
             row = {
                 "name": ref.name,
@@ -303,13 +366,37 @@ class Ingress:
                 "sample_rate": info.get("sample_rate"),
                 "f0": info.get("f0"),
                 "speakers": info.get("n_speakers"),
+                "vocoder": info.get("vocoder"),
                 "has_index": ref.index_path is not None,
                 "size_bytes": ref.size_bytes,
                 "demo": ref.demo,
             }
             if ref.demo:
                 row["label"] = f"{DEMO_LABEL}: random weights, output is noise"
+            problem = info.get("error")
             if "error" in info:
                 row["error"] = info["error"]
+            elif info.get("version") in encoder.get("unsupported_versions", {}):
+                problem = _encoder_fix(ref.name, info["version"], encoder["unsupported_versions"][info["version"]],
+                                       self.catalog.assets_hint())
+            row["runnable"] = problem is None
+            if problem is not None:
+                row["problem"] = hide_paths(problem, self._server_paths)
             rows.append(row)
         return rows
+
+    def _describe(self, ref: Any) -> dict[str, Any]:
+        """A voice's checkpoint metadata, with "error" when the checkpoint or its index's width is wrong.
+
+        Reads the checkpoint's tensors' shapes and the index's 8-byte header: no model is built."""
+        info: dict[str, Any] = {}
+        try:
+            described = describe_checkpoint(ref.pth_path)
+            info.update(described)
+            info["vocoder"] = described.get("metadata", {}).get("vocoder", "HiFi-GAN")
+            if ref.index_path is not None and info.get("version") in CONTENT_DIMS:
+                check_index_header(ref.index_path, CONTENT_DIMS[info["version"]], voice_name=ref.name)
+        except Exception as e:
+            info["error"] = hide_paths(str(e), self._server_paths)
+        return info
+

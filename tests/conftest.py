@@ -1,13 +1,17 @@
-"""Shared fixtures: small random-weight models in the real formats, made once per session."""
+"""Shared fixtures: small random-weight models in the real formats, made once per session
+(written by `rvc_pipeline.testing`), and the helpers that skip a test when something it
+needs is absent: `espeak_speech` (espeak-ng) and `shared_fixture` (../shared/fixtures)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 # FAISS's OpenMP pool thrashes against torch on two cores; one search thread is faster here.
 os.environ.setdefault("RVC_FAISS_THREADS", "1")
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,19 +24,43 @@ torch.set_num_threads(min(torch.get_num_threads(), 2))
 
 
 @pytest.fixture(scope="session")
-def shared_voices_dir() -> Path:
+def shared_fixture() -> Callable[[str], Path]:
+    """`find(relative)`: the path of a reference fixture under ../shared/fixtures (e.g.
+    "voices/webui-v2-40k.pth"); skips the test when it is absent."""
+
+    def find(relative: str) -> Path:
+        path = SHARED_FIXTURES / relative
+        if not path.exists():
+            pytest.skip(f"reference fixture {relative} not present (expected under {SHARED_FIXTURES})")
+        return path
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def shared_voices_dir(shared_fixture) -> Path:
     """The reference-written voices in ../shared/fixtures/voices; skips when absent."""
-    voices = SHARED_FIXTURES / "voices"
-    if not voices.is_dir():
-        pytest.skip(f"reference fixtures not found at {voices}")
-    return voices
+    return shared_fixture("voices")
+
+
+@pytest.fixture(scope="session")
+def espeak_speech() -> Callable[..., np.ndarray]:
+    """`rvc_pipeline.testing.audio.espeak_speech`; skips the test when espeak-ng is not installed."""
+    from rvc_pipeline.errors import AssetNotFoundError
+    from rvc_pipeline.testing.audio import espeak_speech as speak
+
+    try:
+        speak("test")
+    except AssetNotFoundError as e:
+        pytest.skip(str(e))
+    return speak
 
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """A models folder with random-weight voices (v2 40k + index, v1 48k no-f0, v2 32k) and HuBERT."""
-    from tests.factories.hubert import write_fairseq_hubert
-    from tests.factories.voices import write_index, write_webui_voice
+    from rvc_pipeline.testing.hubert import write_fairseq_hubert
+    from rvc_pipeline.testing.voices import write_index, write_webui_voice
 
     root = tmp_path_factory.mktemp("models")
     write_webui_voice(root / "alice.pth", version="v2", sr=40000, f0=True, seed=1)

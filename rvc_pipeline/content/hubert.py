@@ -245,6 +245,14 @@ class ContentEncoder(nn.Module):
         self._check_version(version)
         return self.config.final_dim if version == "v1" else self.config.hidden_size
 
+    def problem_with(self, version: str) -> str | None:
+        """Why voices of `version` ("v1"/"v2") cannot use this encoder, or None if they can."""
+        try:
+            self._check_version(version)
+        except (OptionError, CheckpointError) as e:
+            return str(e)
+        return None
+
     def _check_version(self, version: str) -> None:
         if version not in VERSIONS:
             raise OptionError(f"unknown RVC version {version!r}; use 'v1' or 'v2'")

@@ -11,10 +11,9 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-#: Sample rate every extractor expects (HuBERT's and RVC's analysis rate).
-SAMPLE_RATE = 16000
-#: Samples per F0 frame: 10 ms at 16 kHz (RVC `self.window = 160`).
-HOP_LENGTH = 160
+from ..constants import SAMPLE_RATE  # the rate every extractor expects
+from ..constants import WINDOW as HOP_LENGTH  # samples per F0 frame: 10 ms at 16 kHz
+
 #: Search range of every classic/crepe extractor, Hz (RVC `f0_min = 50`, `f0_max = 1100`).
 F0_MIN = 50.0
 F0_MAX = 1100.0

@@ -30,6 +30,8 @@ import os
 import numpy as np
 import torch
 
+from ..constants import CENTS_OFFSET, CENTS_PER_BIN
+from ..constants import PITCH_CLASSES as PITCH_BINS
 from ..errors import AssetNotFoundError
 from .base import F0_MAX, F0_MIN, HOP_LENGTH, SAMPLE_RATE, F0Extractor, fit_right
 
@@ -39,10 +41,7 @@ BATCH_FRAMES = 512
 PERIODICITY_THRESHOLD = 0.1
 #: Window of the periodicity median filter and of the F0 mean filter (RVC-old: 3 and 3).
 FILTER_WINDOW = 3
-#: CREPE's pitch grid: 360 bins of 20 cents starting at 1997.38 cents (32.7 Hz).
-PITCH_BINS = 360
-CENTS_PER_BIN = 20.0
-CENTS_OFFSET = 1997.3794084376191
+# CREPE's pitch grid (PITCH_BINS bins of CENTS_PER_BIN from CENTS_OFFSET) is constants.py's.
 #: torchcrepe's viterbi transition: triangular over ±11 bins, rows normalised.
 VITERBI_SPAN = 12
 #: Frames with less spread than this are digital silence (one 16-bit LSB is 3e-5).

@@ -19,13 +19,12 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..constants import PITCH_METHODS  # every method name `estimate` accepts
 from ..device import resolve_device
 from ..errors import AssetNotFoundError, AudioError, OptionError
 from .base import MIN_SAMPLES, F0Extractor, clean_f0
 from .rmvpe import RMVPE_HINT
 
-#: Every method name `estimate` accepts.
-PITCH_METHODS: tuple[str, ...] = ("pm", "harvest", "dio", "crepe", "crepe-tiny", "rmvpe", "fcpe")
 #: RVC-old's UI default (RVC-2026 defaults to rmvpe, which needs a separate download).
 DEFAULT_PITCH_METHOD = "harvest"
 

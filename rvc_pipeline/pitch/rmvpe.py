@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..constants import CENTS_OFFSET, CENTS_PER_BIN
+from ..constants import PITCH_CLASSES as N_CLASSES
 from ..errors import AssetNotFoundError, CheckpointError
 from .base import HOP_LENGTH, SAMPLE_RATE, F0Extractor, fit_right
 
@@ -40,10 +42,7 @@ INTER_LAYERS = 4
 EN_OUT_CHANNELS = 16
 FRAME_MULTIPLE = 32  # 2**EN_DE_LAYERS: the U-Net halves the time axis five times
 GRU_HIDDEN = 256
-# Decoding (§4.4).
-N_CLASSES = 360
-CENTS_PER_BIN = 20.0
-CENTS_OFFSET = 1997.3794084376191
+# Decoding (§4.4); the 360-bin cents grid (N_CLASSES, CENTS_*) is constants.py's.
 LOCAL_RADIUS = 4  # 9-bin local average
 THRESHOLD = 0.03  # RVC `thred=0.03` in every pipeline
 #: Expected checkpoint size, for messages.

@@ -15,9 +15,8 @@ import torch
 from rvc_pipeline.checkpoint import describe_checkpoint, read_checkpoint
 from rvc_pipeline.errors import CheckpointError, UnsupportedCheckpointError, VoiceNotFoundError
 from rvc_pipeline.synth.config import STANDARD_CONFIGS
-from tests.factories.voices import (
+from rvc_pipeline.testing.voices import (
     make_state_dict,
-    shared_fixture,
     standard_config,
     state_dict_shapes,
     write_applio_voice,
@@ -42,7 +41,7 @@ def _expected_keys(version: str, sr: int, f0: bool, n_speakers: int = 1) -> set[
     "name, version, f0, sr, hop, stages, n_tensors",
     [("webui-v2-40k.pth", "v2", True, 40000, 400, 4, 457), ("webui-v1-48k-nof0.pth", "v1", False, 48000, 480, 5, 503)],
 )
-def test_reference_fixture(name, version, f0, sr, hop, stages, n_tensors):
+def test_reference_fixture(name, version, f0, sr, hop, stages, n_tensors, shared_fixture):
     path = shared_fixture(f"voices/{name}")
     spec = read_checkpoint(path)
     assert (spec.version, spec.f0, spec.sample_rate, spec.hop_length) == (version, f0, sr, hop)

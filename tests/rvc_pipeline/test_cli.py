@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from rvc_pipeline.cli import main
-from tests.factories.speech import tone
+from rvc_pipeline.testing.audio import tone
 
 
 def _models_args(models_dir):
@@ -87,9 +87,7 @@ def test_info_prints_checkpoint_metadata(models_dir, capsys):
     assert info["version"] == "v1" and info["sample_rate"] == 48000 and info["f0"] is False
 
 
-def test_speech_conversion_keeps_duration(models_dir, tmp_path):
-    from tests.factories.speech import espeak_speech
-
+def test_speech_conversion_keeps_duration(models_dir, tmp_path, espeak_speech):
     speech = espeak_speech("The quick brown fox jumps over the lazy dog.")
     source = tmp_path / "speech.wav"
     sf.write(source, speech, 16000)

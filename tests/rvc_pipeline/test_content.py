@@ -24,7 +24,7 @@ from rvc_pipeline.errors import (
     OptionError,
     UnsupportedCheckpointError,
 )
-from tests.factories.hubert import (
+from rvc_pipeline.testing.hubert import (
     SMALL_CONFIG,
     TINY_CONFIG,
     make_hubert_state,

@@ -7,7 +7,7 @@ import pytest
 
 from rvc_pipeline import ChunkingConfig, ConversionOptions, convert, prepare
 from rvc_pipeline.errors import AudioError, OptionError
-from tests.factories.speech import espeak_speech, tone
+from rvc_pipeline.testing.audio import tone
 
 SR = 16000
 FAST = ConversionOptions(f0_method="pm")
@@ -24,7 +24,8 @@ def reference_chunk_frames(chunk_samples: int, x_pad: int) -> int:
 
 
 def reference_cuts(audio: np.ndarray, chunking: ChunkingConfig) -> list[int]:
-    """The reference's silence search, written naively (RVC pipeline.pipeline)."""
+    """The RVC WebUI's silence search, written naively (rvc-formats.md §5.2 step 4:
+    a moving sum of |x| over 160 samples, first argmin within ±x_query of each centre)."""
     x = audio.astype(np.float64)
     from scipy import signal
 
@@ -35,11 +36,11 @@ def reference_cuts(audio: np.ndarray, chunking: ChunkingConfig) -> list[int]:
         return []
     window_sum = np.zeros_like(x)
     for i in range(160):
-        window_sum += padded[i : i - 160]
+        window_sum += np.abs(padded[i : i - 160])
     cuts = []
     t_query, t_center = chunking.x_query * SR, chunking.x_center * SR
     for t in range(t_center, x.shape[0], t_center):
-        region = np.abs(window_sum[t - t_query : t + t_query])
+        region = window_sum[t - t_query : t + t_query]
         cuts.append(t - t_query + np.where(region == region.min())[0][0])
     return cuts
 
@@ -55,7 +56,7 @@ def test_output_length_follows_the_reference(voice_v2, encoder, pitch_estimator,
     assert n_samples // 160 - 2 <= expected // voice_v2.hop_length <= n_samples // 160
 
 
-def test_no_pitch_48k_voice_converts(voice_v1_nof0, encoder):
+def test_no_pitch_48k_voice_converts(voice_v1_nof0, encoder, espeak_speech):
     audio = espeak_speech("Hello there, this is a test.")
     result = convert(audio, voice_v1_nof0, encoder, None, ConversionOptions())
     assert result.sample_rate == 48000
@@ -73,6 +74,21 @@ def test_long_input_is_cut_at_the_reference_silence_points():
     assert len(cuts) == 1 and 36.2 * SR <= cuts[0] < 36.5 * SR
     starts = [c.start for c in prepared.chunks]
     assert starts == [0] + [t // 160 * 160 for t in cuts]
+
+
+def test_long_tone_is_cut_inside_its_only_quiet_gap():
+    # A loud tone with one 100 ms gap inside the search window around the 38 s centre. The
+    # moving sum of |x| is smallest in the gap; a signed sum would cancel over the tone's
+    # periods and could land anywhere.
+    audio = tone(220, 44.0, amplitude=0.8)
+    gap_start, gap_stop = int(34.0 * SR), int(34.1 * SR)
+    audio[gap_start:gap_stop] = 0
+    chunking = ChunkingConfig.CPU_FP32
+    prepared = prepare(audio, chunking)
+    assert len(prepared.chunks) == 2
+    cut = prepared.chunks[1].start
+    assert gap_start <= cut < gap_stop
+    assert cut == reference_cuts(audio, chunking)[0] // 160 * 160
 
 
 def test_chunked_output_has_reference_length_and_quiet_joins(voice_v2_32k, encoder, pitch_estimator):
@@ -117,7 +133,7 @@ def test_same_seed_same_output_different_seed_different(voice_v2, encoder, pitch
     assert not np.allclose(a, c)
 
 
-def test_index_rate_and_protect_change_the_output(voice_v2, encoder, pitch_estimator):
+def test_index_rate_and_protect_change_the_output(voice_v2, encoder, pitch_estimator, espeak_speech):
     audio = espeak_speech("Protect the consonants.")
     base = convert(audio, voice_v2, encoder, pitch_estimator, FAST.replace(index_rate=0.0, protect=0.5)).audio
     retrieved = convert(audio, voice_v2, encoder, pitch_estimator, FAST.replace(index_rate=1.0, protect=0.5)).audio
@@ -163,7 +179,7 @@ def test_too_short_and_non_finite_audio_are_refused(voice_v2, encoder, pitch_est
         convert(bad, voice_v2, encoder, pitch_estimator, FAST)
 
 
-def test_reference_fixture_voices_convert(shared_voices_dir, encoder, pitch_estimator):
+def test_reference_fixture_voices_convert(shared_voices_dir, encoder, pitch_estimator, espeak_speech):
     from rvc_pipeline import load_voice
 
     audio = espeak_speech("Reference voices.")

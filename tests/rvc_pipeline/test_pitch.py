@@ -12,7 +12,7 @@ import torch
 from rvc_pipeline.errors import AssetNotFoundError, AudioError, CheckpointError, OptionError
 from rvc_pipeline.pitch import DEFAULT_PITCH_METHOD, PITCH_METHODS, PitchEstimator, coarse_f0, shift_f0
 from rvc_pipeline.pitch import rmvpe as rmvpe_mod
-from tests.factories.rmvpe import write_random_rmvpe
+from rvc_pipeline.testing.rmvpe import write_random_rmvpe
 
 SR = 16000
 HOP = 160

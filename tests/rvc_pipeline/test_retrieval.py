@@ -109,6 +109,24 @@ def test_dimension_mismatch_names_both_sides(tmp_path: Path) -> None:
         RetrievalIndex.load(path, 768, voice_name="alice")
 
 
+@pytest.mark.parametrize("kind", ["IVF8,Flat", "Flat", "PCA64,Flat"])
+def test_header_check_reads_the_width_without_loading(tmp_path: Path, kind: str) -> None:
+    path, _ = make_index(tmp_path, dim=256, n=400, kind=kind)
+    retrieval.check_index_header(path, 256)  # the right width passes
+    with pytest.raises(RetrievalIndexError, match=r"has 256-dim vectors but voice 'alice' is v2 \(768-dim\)"):
+        retrieval.check_index_header(path, 768, voice_name="alice")
+
+
+def test_header_check_refuses_what_is_not_an_index(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.index"
+    for content in (b"", b"IwF", b"\x00\x01\x02\x03\x00\x03\x00\x00", b"this is not faiss"):
+        junk.write_bytes(content)
+        with pytest.raises(RetrievalIndexError, match="not a FAISS index"):
+            retrieval.check_index_header(junk, 768)
+    with pytest.raises(RetrievalIndexError, match="cannot be read"):
+        retrieval.check_index_header(tmp_path / "missing.index", 768)
+
+
 def test_trained_only_index_is_refused(tmp_path: Path) -> None:
     index = faiss.index_factory(32, "IVF4,Flat")
     index.train(np.random.default_rng(4).standard_normal((200, 32)).astype(np.float32))

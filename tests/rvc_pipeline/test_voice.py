@@ -19,9 +19,7 @@ from rvc_pipeline.errors import (
     VoiceNotFoundError,
 )
 from rvc_pipeline.synth import Synthesizer, fold_weight_norm
-from rvc_pipeline.voice import Voice, describe_checkpoint, load_voice
-from tests.factories.voices import (
-    shared_fixture,
+from rvc_pipeline.testing.voices import (
     write_applio_voice,
     write_generic_checkpoint,
     write_index,
@@ -29,6 +27,7 @@ from tests.factories.voices import (
     write_training_checkpoint,
     write_webui_voice,
 )
+from rvc_pipeline.voice import Voice, describe_checkpoint, load_voice
 
 
 def _infer(voice: Voice, frames: int = 12) -> torch.Tensor:
@@ -45,7 +44,7 @@ def _infer(voice: Voice, frames: int = 12) -> torch.Tensor:
     "stem, version, f0, sr, hop, index_dim",
     [("webui-v2-40k", "v2", True, 40000, 400, 768), ("webui-v1-48k-nof0", "v1", False, 48000, 480, 256)],
 )
-def test_reference_fixture_loads_strictly(stem, version, f0, sr, hop, index_dim):
+def test_reference_fixture_loads_strictly(stem, version, f0, sr, hop, index_dim, shared_fixture):
     pth = shared_fixture(f"voices/{stem}.pth")
     voice = load_voice(pth, shared_fixture(f"voices/{stem}.index"), device="cpu")
     assert isinstance(voice.synthesizer, Synthesizer)

@@ -1,16 +1,15 @@
 """One local Ray cluster and one RVC app for every serve test (about 30 s to start on 2 cores).
 
-Voices are random-weight files in the real RVC format (tests/factories/voices.py); the
-content encoder is the small untrained HuBERT of rvc_pipeline.demo. References come from
-rvc_pipeline.convert() in this process with the same torch thread count as the replicas.
+Voices are random-weight files in the real RVC format and the content encoder is the small
+untrained HuBERT of rvc_pipeline.demo (serve_app.testing.write_test_models, as the load
+tests use). References come from rvc_pipeline.convert() in this process with the same
+torch thread count as the replicas.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +20,13 @@ import soundfile as sf
 pytest.importorskip("ray.serve")
 httpx = pytest.importorskip("httpx")
 
+from rvc_pipeline.testing.audio import wav_bytes  # noqa: E402,F401  (some test modules import it from here)
+from serve_app.testing import app_args, deploy, start_local_cluster, stop_local_service, write_test_models  # noqa: E402
+
 #: Torch threads in every replica and in the in-process reference.
 TORCH_THREADS = 1
 MAX_UPLOAD_BYTES = 600_000
 MAX_DURATION_S = 12.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -40,70 +36,23 @@ class Service:
     encoder_path: Path
 
 
-def _deployment(**extra):
-    from serve_app.config import DeploymentSettings
-
-    return DeploymentSettings(num_cpus=0.25, graceful_shutdown_timeout_s=2, **extra)
-
-
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    from rvc_pipeline.demo import write_demo_encoder
-    from tests.factories.voices import write_index, write_webui_voice
-
-    root = tmp_path_factory.mktemp("models")
-    write_webui_voice(root / "alice.pth", "v2", 40000, f0=True, seed=1)
-    write_index(root / "alice.index", dim=768, n=400, seed=1)
-    write_webui_voice(root / "bob.pth", "v2", 40000, f0=True, n_speakers=2, seed=2)
-    write_webui_voice(root / "carol.pth", "v2", 32000, f0=False, seed=3)
-    write_demo_encoder(root / "assets" / "hubert_base")
-    return root
+    return write_test_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    import ray
-    from ray import serve
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
-
-
-def _wait_healthy(url: str, timeout_s: float = 120) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become healthy")
+    yield start_local_cluster(num_cpus=4)
+    stop_local_service()
 
 
 @pytest.fixture(scope="session")
 def service(ray_cluster, models_dir) -> Service:
-    from ray import serve
-
-    from serve_app.app import build_app
-    from serve_app.config import AppArgs, ServiceLimits
-
-    args = AppArgs(
-        models_dir=str(models_dir), device="cpu", torch_threads=TORCH_THREADS, voices_per_replica=2,
-        demo_fallback=False,
-        limits=ServiceLimits(max_upload_bytes=MAX_UPLOAD_BYTES, max_duration_s=MAX_DURATION_S,
-                             request_timeout_s=120, max_in_flight=16, max_tts_chars=200),
-        ingress=_deployment(max_ongoing_requests=32), content=_deployment(max_ongoing_requests=32),
-        pitch=_deployment(), synthesizer=_deployment(),
-    )
-    serve.run(build_app(args), name="rvc", route_prefix="/rvc")
-    url = f"{ray_cluster}/rvc"
-    _wait_healthy(url)
+    limits = dict(max_upload_bytes=MAX_UPLOAD_BYTES, max_duration_s=MAX_DURATION_S, request_timeout_s=120,
+                  max_in_flight=16, max_tts_chars=200)
+    url = deploy(app_args(models_dir, limits=limits, torch_threads=TORCH_THREADS), "rvc", ray_cluster)
     return Service(url, models_dir, models_dir / "assets" / "hubert_base")
 
 
@@ -112,20 +61,9 @@ def tight_service(ray_cluster, tmp_path_factory) -> str:
     """An app with no voices (demo fallback), one request at a time and a 1 ms time limit."""
     from ray import serve
 
-    from serve_app.app import build_app
-    from serve_app.config import AppArgs, ServiceLimits
-
-    empty = tmp_path_factory.mktemp("empty_models")
-    args = AppArgs(
-        models_dir=str(empty), demo_dir=str(tmp_path_factory.mktemp("demo")), device="cpu",
-        torch_threads=TORCH_THREADS,
-        limits=ServiceLimits(request_timeout_s=0.001, max_in_flight=1),
-        ingress=_deployment(), content=_deployment(), pitch=_deployment(), synthesizer=_deployment(),
-    )
-    serve.run(build_app(args), name="tight", route_prefix="/tight")
-    url = f"{ray_cluster}/tight"
-    _wait_healthy(url)
-    yield url
+    args = app_args(tmp_path_factory.mktemp("empty_models"), limits=dict(request_timeout_s=0.001, max_in_flight=1),
+                    demo_fallback=True, demo_dir=str(tmp_path_factory.mktemp("demo")), torch_threads=TORCH_THREADS)
+    yield deploy(args, "tight", ray_cluster)
     serve.delete("tight")
 
 
@@ -154,12 +92,6 @@ def reference(models_dir):
         return result.audio, result.sample_rate
 
     return run
-
-
-def wav_bytes(audio: np.ndarray, sample_rate: int = 16000) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, audio, sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:

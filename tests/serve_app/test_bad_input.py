@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.factories.speech import tone
-from tests.factories.voices import write_index, write_malicious_checkpoint, write_webui_voice
+from rvc_pipeline.testing.audio import tone, wav_bytes
+from rvc_pipeline.testing.voices import write_index, write_malicious_checkpoint, write_webui_voice
 
-from .conftest import MAX_DURATION_S, MAX_UPLOAD_BYTES, read_wav, wav_bytes
+from .conftest import MAX_DURATION_S, MAX_UPLOAD_BYTES, read_wav
 
 httpx = pytest.importorskip("httpx")
 
@@ -371,14 +371,17 @@ def test_voices_lists_broken_files_with_their_problem(service, planted):
     for name in ("evil", "evil_legacy"):
         assert "refusing to unpickle" in voices[name]["error"]
         assert voices[name]["version"] is None
-    assert voices["wrongdim"]["has_index"] and "error" not in voices["wrongdim"]
+    # The index's width is read from its header: the mismatch shows before anyone converts.
+    assert voices["wrongdim"]["has_index"] and voices["wrongdim"]["version"] == "v2"
+    assert "256" in voices["wrongdim"]["error"] and "768" in voices["wrongdim"]["error"]
+    assert all(str(service.models_dir) not in v.get("error", "") for v in voices.values())
     assert not planted.marker.exists()
 
 
 @pytest.mark.parametrize("name", ["evil", "evil_legacy"])
 def test_malicious_voice_is_refused_not_run(service, planted, control, name):
     for _ in range(2):  # a failed load is not cached as a half-loaded voice
-        body = _assert_error(_post(service.url, wav_bytes(tone(200, 0.3)), name), 500, "voice_unusable")
+        body = _assert_error(_post(service.url, wav_bytes(tone(200, 0.3)), name), 409, "voice_unusable")
         assert "refusing to unpickle" in body["detail"] and "exec" in body["detail"]
         assert str(service.models_dir) not in body["detail"]  # no server paths in answers
     assert not planted.marker.exists()
@@ -386,7 +389,7 @@ def test_malicious_voice_is_refused_not_run(service, planted, control, name):
 
 
 def test_index_of_the_wrong_width_is_a_clear_error(service, control):
-    body = _assert_error(_post(service.url, wav_bytes(tone(200, 0.3)), "wrongdim"), 500, "voice_unusable")
+    body = _assert_error(_post(service.url, wav_bytes(tone(200, 0.3)), "wrongdim"), 409, "voice_unusable")
     assert "256" in body["detail"] and "768" in body["detail"]
     assert str(service.models_dir) not in body["detail"]
     control()

@@ -99,3 +99,34 @@ def test_dockerignore_keeps_tests_and_benchmarks_out_of_the_image():
     lines = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert lines[0] == "**", "the context should start from nothing and re-include what the image needs"
     assert not any(l.lstrip("!").startswith(("tests", "bench")) for l in lines[1:] if l.startswith("!"))
+
+
+def _restated_defaults(given: dict, defaults: object, prefix: str = "") -> list[str]:
+    """Arguments whose value is the default: copies that would drift when a default changes."""
+    from pydantic import BaseModel
+
+    found = []
+    for name, value in given.items():
+        default = getattr(defaults, name)
+        if isinstance(default, BaseModel) and isinstance(value, dict):
+            found += _restated_defaults(value, default, f"{prefix}{name}.")
+        elif value == default:
+            found.append(f"{prefix}{name}")
+    return found
+
+
+@pytest.mark.parametrize("load", [serve_config, rayservice_serve_config], ids=["serve_config", "rayservice"])
+def test_serve_configs_state_only_what_they_change(load):
+    """Defaults live in serve_app/config.py (and docs/configuration.md, written from it), nowhere else."""
+    assert _restated_defaults(only_app(load())["args"] or {}, AppArgs()) == []
+
+
+def test_reference_docs_are_written_from_the_schema():
+    """README's options table and docs/configuration.md equal what the schema writes now."""
+    import subprocess
+    import sys
+
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "write_reference_docs.py"), "--check"],
+                           capture_output=True, text=True, cwd=REPO)
+    assert check.returncode == 0, check.stdout + check.stderr
+

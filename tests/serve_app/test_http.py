@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from rvc_pipeline.audio import decode_audio, encode_wav
-from tests.factories.speech import espeak_speech, tone
+from rvc_pipeline.testing.audio import tone, wav_bytes
 
-from .conftest import MAX_UPLOAD_BYTES, read_wav, wav_bytes
+from .conftest import MAX_UPLOAD_BYTES, read_wav
 
 httpx = pytest.importorskip("httpx")
 
@@ -28,7 +28,7 @@ def _expected(reference, audio: bytes, voice: str, **options) -> tuple[np.ndarra
 
 
 @pytest.fixture(scope="module")
-def speech() -> bytes:
+def speech(espeak_speech) -> bytes:
     return wav_bytes(espeak_speech("Hello there, this is a test of the voice service."))
 
 
@@ -46,7 +46,7 @@ def test_convert_equals_convert_in_process(service, reference, speech):
     assert float(r.headers["x-processing-time"]) > 0
 
 
-def test_multi_speaker_voice_equals_in_process(service, reference):
+def test_multi_speaker_voice_equals_in_process(service, reference, espeak_speech):
     audio = wav_bytes(espeak_speech("one two three four"))
     r = _post(service.url, "convert", audio, "bob", seed=3, speaker_id=1)
     assert r.status_code == 200, r.text
@@ -128,7 +128,7 @@ def test_multiplexing_loads_lazily_and_evicts_lru(service):
     assert after["closes"] == after["evictions"]  # each eviction released memory exactly once
 
 
-def test_concurrent_conversions_match_in_process(service, reference):
+def test_concurrent_conversions_match_in_process(service, reference, espeak_speech):
     clip = wav_bytes(espeak_speech("Hi")[:12000])
     jobs = [("alice" if i % 2 else "bob", i) for i in range(8)]
 

@@ -1,7 +1,7 @@
 """Reliability on the shared local cluster, on an app of its own (deleted afterwards):
 a burst beyond the in-flight limit gets quick 503 JSON answers, and a killed synthesis
 replica is replaced while clients keep converting. The longer runs (memory over 100
-conversions, two nodes) are in load_tests/reliability.py.
+conversions, two nodes) are `python -m load_tests.reliability`; both use serve_app.testing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from load_tests.reliability_support import (  # noqa: E402
+from rvc_pipeline.testing.audio import voiced_clip, wav_bytes  # noqa: E402
+from serve_app.testing import (  # noqa: E402
     SERVE_NAMESPACE,
     SYNTH_DEPLOYMENT,
     LoadLoop,
@@ -21,9 +22,7 @@ from load_tests.reliability_support import (  # noqa: E402
     deploy,
     list_replicas,
     post_convert,
-    voiced_clip,
     wait_for,
-    wav_bytes,
 )
 
 APP = "reliability"

@@ -1,10 +1,10 @@
-"""Random-weight RVC voice files in the real on-disk formats, for tests.
+"""Random-weight RVC voice files in the real on-disk formats (tests, benchmarks, the demo voice).
 
 Every writer builds the state dict from the shape table of rvc-formats.md §2.2 (not from
 this project's model code, so the two check each other) and saves it the way RVC or
 Applio does (§1). Typical use:
 
-    from tests.factories.voices import write_webui_voice, write_index
+    from rvc_pipeline.testing.voices import write_webui_voice, write_index
     pth = write_webui_voice(tmp_path / "alice.pth", "v2", 40000, f0=True)
     idx = write_index(tmp_path / "alice.index", dim=768)
 
@@ -20,8 +20,8 @@ Writers (each returns the path it wrote; `overrides` edits top-level keys, None 
 - `write_generic_checkpoint`: {"model": ..., "config": {sample_rate, hop_length, model_type}}.
 - `write_malicious_checkpoint`: a pickle that creates `marker_path` if it is ever executed.
 - `write_index`: FAISS IVF,Flat index of random vectors (returns them).
-Lower level: `make_state_dict`, `state_dict_shapes`, `standard_config`; `shared_fixture`
-locates ../shared/fixtures files (skipping the test when absent).
+Lower level: `make_state_dict`, `state_dict_shapes`, `standard_config`. Files are
+written atomically (`files.save_torch`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rvc_pipeline.synth.config import STANDARD_CONFIGS, SynthesizerConfig
+from ..constants import CONTENT_DIMS
+from ..synth.config import STANDARD_CONFIGS, SynthesizerConfig
+from .files import save_torch
 
 #: Relative-attention window of RVC's text encoder (emb_rel_k is [1, 2*10+1, k_channels]).
 ATTENTION_WINDOW = 10
@@ -45,18 +47,6 @@ FLOW_INDICES, FLOW_WN_LAYERS, FLOW_KERNEL = (0, 2, 4, 6), 3, 5
 ENC_Q_LAYERS, ENC_Q_KERNEL = 16, 5
 #: emb_pitch rows: coarse pitch 1..255 plus 0 (§2.2).
 PITCH_BINS = 256
-#: The reference fixtures (../shared/fixtures beside the repository root; may be absent).
-SHARED_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
-
-
-def shared_fixture(relative: str) -> Path:
-    """Path of a reference fixture, e.g. "voices/webui-v2-40k.pth"; skips the test if absent."""
-    import pytest
-
-    path = SHARED_FIXTURES / relative
-    if not path.is_file():
-        pytest.skip(f"reference fixture {relative} not present (expected under {SHARED_FIXTURES})")
-    return path
 
 
 def standard_config(version: str, sr: int, n_speakers: int = 109) -> SynthesizerConfig:
@@ -159,7 +149,7 @@ def make_state_dict(
     """
     base = config or standard_config(version, sr)
     config = SynthesizerConfig(**{**base.__dict__, "spk_embed_dim": n_speakers})
-    shapes, wn_layers = state_dict_shapes(config, {"v1": 256, "v2": 768}[version], f0, with_enc_q=with_enc_q)
+    shapes, wn_layers = state_dict_shapes(config, CONTENT_DIMS[version], f0, with_enc_q=with_enc_q)
     pool = _noise_pool()
     rng = np.random.default_rng(seed)
     out = {}
@@ -196,13 +186,6 @@ def _config_list(version: str, sr: int, config: SynthesizerConfig | None) -> lis
     return SynthesizerConfig(**{**(config or standard_config(version, sr)).__dict__, "spk_embed_dim": 109}).to_list()
 
 
-def _save(path: str | Path, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return path
-
-
 def _apply(obj: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Merge top-level overrides; a value of None deletes the key."""
     for key, value in (overrides or {}).items():
@@ -223,7 +206,7 @@ def write_webui_voice(
                              dtype=dtype, config=config, seed=seed)
     obj = {"weight": weight, "config": _config_list(version, sr, config), "info": info,
            "sr": f"{sr // 1000}k", "f0": int(f0), "version": version}
-    return _save(path, _apply(obj, overrides))
+    return save_torch(path, _apply(obj, overrides))
 
 
 def write_applio_voice(
@@ -244,7 +227,7 @@ def write_applio_voice(
                "model_hash": "0" * 64, "overtrain_info": "None", "dataset_length": 120,
                "model_name": Path(path).stem, "author": "tester", "embedder_model": "contentvec",
                "speakers_id": n_speakers, "vocoder": vocoder}
-    return _save(path, _apply(obj, overrides))
+    return save_torch(path, _apply(obj, overrides))
 
 
 def write_training_checkpoint(
@@ -261,7 +244,7 @@ def write_training_checkpoint(
     if with_scaler:
         obj["scaler"] = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5,
                          "growth_interval": 2000, "_growth_tracker": 0}
-    return _save(path, obj)
+    return save_torch(path, obj)
 
 
 def write_generic_checkpoint(
@@ -273,7 +256,7 @@ def write_generic_checkpoint(
     model = make_state_dict(version, sr, f0, n_speakers, dtype=dtype, config=config, seed=seed)
     hop = hop_length if hop_length is not None else (config or standard_config(version, sr)).hop_length
     meta = {"sample_rate": sr, "hop_length": hop, "model_type": model_type or f"rvc-{version}-{'f0' if f0 else 'nof0'}"}
-    return _save(path, {"model": model, "config": meta})
+    return save_torch(path, {"model": model, "config": meta})
 
 
 class _Payload:
@@ -290,7 +273,7 @@ def write_malicious_checkpoint(path: str | Path, marker_path: str | Path, *, con
     """A .pth whose unpickling creates `marker_path`. container: "zip" (torch.save) or "pickle"."""
     obj = {"weight": _Payload(str(marker_path)), "config": [], "version": "v2"}
     if container == "zip":
-        return _save(path, obj)
+        return save_torch(path, obj)
     Path(path).write_bytes(pickle.dumps(obj, protocol=2))
     return Path(path)
 

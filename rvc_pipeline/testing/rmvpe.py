@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
+from .files import save_torch
+
 
 def random_rmvpe_state_dict(*, seed: int = 0, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
     """State dict of a randomly initialised `RMVPENet` (floating tensors cast to `dtype`)."""
-    from rvc_pipeline.pitch.rmvpe import RMVPENet
+    from ..pitch.rmvpe import RMVPENet
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -30,7 +32,4 @@ def random_rmvpe_state_dict(*, seed: int = 0, dtype: torch.dtype = torch.float16
 
 def write_random_rmvpe(path: Path, *, seed: int = 0, dtype: torch.dtype = torch.float16) -> Path:
     """Write a random-weight `rmvpe.pt` (bare state dict, as the public file) to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(random_rmvpe_state_dict(seed=seed, dtype=dtype), path)
-    return path
+    return save_torch(path, random_rmvpe_state_dict(seed=seed, dtype=dtype))

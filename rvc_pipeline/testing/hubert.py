@@ -1,6 +1,7 @@
 """Random-weight HuBERT content encoders in the real on-disk formats.
 
-Three configs:
+Tests, benchmarks and the untrained demo encoder (`rvc_pipeline.demo`) are all written
+here. Three configs:
 
 - `SMALL_CONFIG` (the default, `small=True`): hidden 768 and 12 heads so that v2 voices
   (768-dim content) can run on it, but FFN 128, conv stack of 64 channels (hubert_base
@@ -11,7 +12,7 @@ Three configs:
 
 Every writer derives its tensors from `make_hubert_state(config, seed)`, so the fairseq
 file and the transformers folders written with the same config and seed hold the same
-weights and must give identical features.
+weights and must give identical features. Files are written atomically (`files`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from rvc_pipeline.content import HubertConfig
+from ..constants import SAMPLE_RATE
+from ..content import HubertConfig
+from .files import atomic_write, save_torch
 
 SMALL_CONFIG = HubertConfig(
     hidden_size=768, num_layers=9, num_heads=12, intermediate_size=128,
@@ -134,7 +137,7 @@ def write_fairseq_hubert(
     config = config or (SMALL_CONFIG if small else BASE_CONFIG)
     state = {k: v.to(dtype) for k, v in make_hubert_state(config, seed).items()}
     model_cfg = fairseq_model_cfg(config)
-    task_cfg = {"_name": "hubert_pretraining", "sample_rate": 16000, "normalize": False, "labels": ["km"]}
+    task_cfg = {"_name": "hubert_pretraining", "sample_rate": SAMPLE_RATE, "normalize": False, "labels": ["km"]}
     ckpt: dict[str, Any] = {"model": state, "optimizer_history": [], "extra_state": {}}
     if cfg_style == "dict":
         ckpt["cfg"] = {"_name": None, "model": model_cfg, "task": task_cfg}
@@ -144,12 +147,10 @@ def write_fairseq_hubert(
     elif cfg_style == "omegaconf":
         with _fake_omegaconf() as make:
             ckpt["cfg"] = make({"model": model_cfg, "task": task_cfg, "common": {"fp16": True}})
-            torch.save(ckpt, path)
-        return Path(path)
+            return save_torch(path, ckpt)
     else:
         raise ValueError(cfg_style)
-    torch.save(ckpt, path)
-    return Path(path)
+    return save_torch(path, ckpt)
 
 
 # fairseq -> transformers names, written out independently of the library's mapping.
@@ -229,11 +230,15 @@ def write_hf_hubert_folder(
     final_proj: bool = True,
     dtype: torch.dtype = torch.float16,
     config_overrides: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write a transformers-style folder (config.json + pytorch_model.bin or model.safetensors).
 
     weight_norm: "legacy" (weight_g/weight_v) or "parametrizations" (original0/original1);
-    prefix: "" (RVC's HubertModel subclass) or "hubert." (a wrapping head model).
+    prefix: "" (RVC's HubertModel subclass) or "hubert." (a wrapping head model);
+    config_overrides: extra or changed config.json fields; metadata: the safetensors
+    header's metadata. The weights file is written last, so its presence means the
+    folder is complete.
     """
     config = config or (SMALL_CONFIG if small else BASE_CONFIG)
     directory = Path(directory)
@@ -242,13 +247,14 @@ def write_hf_hubert_folder(
     if not final_proj:
         state = {k: v for k, v in state.items() if not k.startswith("final_proj.")}
     state = {prefix + k: v.to(dtype).contiguous() for k, v in state.items()}
-    (directory / "config.json").write_text(json.dumps(hf_config_json(config, **(config_overrides or {}))))
+    config_json = json.dumps(hf_config_json(config, **(config_overrides or {})), indent=2)
+    atomic_write(directory / "config.json", lambda tmp: tmp.write_text(config_json))
     if safetensors:
         from safetensors.torch import save_file
 
-        save_file(state, str(directory / "model.safetensors"))
+        atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, str(tmp), metadata=metadata))
     else:
-        torch.save(state, directory / "pytorch_model.bin")
+        save_torch(directory / "pytorch_model.bin", state)
     return directory
 
 
