@@ -78,7 +78,7 @@ ENV VIRTUAL_ENV=/opt/venv \
     OMP_NUM_THREADS=1 \
     MKL_NUM_THREADS=1 \
     PYTHONUNBUFFERED=1 \
-    RAY_AUTH_MODE=disabled \
+    RAY_AUTH_MODE=token \
     RVC_MODELS_DIR=/models \
     RVC_CACHE_DIR=/var/cache/rvc-serve
 

@@ -4,7 +4,7 @@
     python -m bench.bench_cold_start --repo /tmp/rvc-old --label before
     python -m bench.bench_cold_start --compare-with /tmp/rvc-old --write docs/cold-start.md
 
-Each run starts `RAY_AUTH_MODE=disabled serve run serve_config.yaml` as a subprocess from a
+Each run starts `serve run serve_config.yaml` (Ray token auth on, as the README runs it) as a subprocess from a
 repository folder (`--repo`, default this checkout; PYTHONPATH is set to that folder, so a
 git worktree of an older commit runs its own code), with an empty models folder so the
 untrained demo voice and encoder are used (RVC_MODELS_DIR and RVC_CACHE_DIR point at a
@@ -46,7 +46,7 @@ HEALTH_TIMEOUT_S = 600.0
 REQUEST_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 90.0
 #: The README's start command (the bench runs exactly this, from the repository folder).
-README_COMMAND = f"RAY_AUTH_MODE=disabled serve run {CONFIG}"
+README_COMMAND = f"serve run {CONFIG}"
 
 
 @dataclass
@@ -297,8 +297,9 @@ def measure(repo: Path, label: str, warm: int, port: Optional[int], clip: bytes)
         return run
     (tmp / "models").mkdir()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "RVC_CONTENT_ENCODER", "RVC_RMVPE", "RVC_DEVICE", "PYTHONPATH")}
-    env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(repo), RVC_MODELS_DIR=str(tmp / "models"),
+           if k not in ("RAY_ADDRESS", "RVC_CONTENT_ENCODER", "RVC_RMVPE", "RVC_DEVICE", "PYTHONPATH")
+           and not k.startswith("RAY_AUTH")}  # the README's way: Ray's default (token auth for a new local cluster)
+    env.update(PYTHONPATH=str(repo), RVC_MODELS_DIR=str(tmp / "models"),
                RVC_CACHE_DIR=str(tmp / "cache"), PYTHONUNBUFFERED="1")
     log_path = tmp / "serve.log"
     url = f"http://127.0.0.1:{wanted}"

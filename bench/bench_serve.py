@@ -1,6 +1,6 @@
 """Time a 10 s conversion through the HTTP service against the same work done in-process.
 
-    RAY_AUTH_MODE=disabled python -m bench.bench_serve [--models-dir DIR] [--repeat 3] [--write docs/performance.md]
+    python -m bench.bench_serve [--models-dir DIR] [--repeat 3] [--write docs/performance.md]
 
 The in-process run does what the graph does, in this process: decode, prepare, then pitch
 estimation in one worker thread while content features are extracted in another (as the

@@ -6,7 +6,7 @@
     python -m load_tests.run_load_test --url http://head:8003 --ray-address ray://head:10001
 
 Without --url it writes three random-weight voices (or uses --models-dir), starts a private
-Ray cluster (RAY_AUTH_MODE=disabled) and the app with autoscaling, and shuts both down on
+Ray cluster (with Ray token auth) and the app with autoscaling, and shuts both down on
 exit, Ctrl-C included. Writes <out-dir>/load-test.md and load-test.png (default docs/).
 Run it from the repository root; the local service comes from `serve_app.testing`.
 """

@@ -83,6 +83,12 @@ class AppArgs(BaseModel):
     demo_dir: Optional[str] = Field(None, description="where demo assets go (default $RVC_CACHE_DIR/demo)")
     feature_batch_size: int = Field(8, ge=1, description="chunks batched per HuBERT call (GPU only)")
     feature_batch_wait_s: float = Field(0.005, ge=0, description="longest wait to fill a HuBERT batch (GPU only)")
+    api_keys_file: Optional[str] = Field(
+        None, description="YAML/JSON file of API keys (salted hashes; `python -m serve_app.api_keys new`); "
+        "re-read when it changes. None with api_keys_env None: the HTTP API is open (docs/security.md)")
+    api_keys_env: Optional[str] = Field(None, description="name of an environment variable holding the key file's text instead")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call the API (CORS); empty: same-origin only")
     limits: ServiceLimits = ServiceLimits()
     ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.5, max_ongoing_requests=32)
     content: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.2, max_ongoing_requests=32)

@@ -33,10 +33,11 @@ MAX_DETAIL_CHARS = 1000
 class ServiceError(Exception):
     """An error answered as JSON {"error": code, "detail": text} with `status`."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         detail = _shorten(detail)
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
+        self.headers = dict(headers or {})  # e.g. Retry-After, WWW-Authenticate
 
 
 def _shorten(text: str, limit: int = MAX_DETAIL_CHARS) -> str:

@@ -23,12 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rvc_pipeline import OPTION_SPECS, describe_checkpoint, encode_wav, finish, prepare
 from rvc_pipeline.audio import decode_audio
-from rvc_pipeline.constants import CONTENT_DIMS
+from rvc_pipeline.constants import CONTENT_DIMS, SAMPLE_RATE
 from rvc_pipeline.demo import DEMO_LABEL
 from rvc_pipeline.errors import CheckpointError
 from rvc_pipeline.pipeline import chunk_seed
 from rvc_pipeline.retrieval import check_index_header
 
+from .access import AccessControl, CORSGate
 from .api_docs import install_offline_docs
 from .assets import catalog_for
 from .deployments import voice_model_id
@@ -76,6 +77,7 @@ app = FastAPI(
     redoc_url=None,
 )
 install_offline_docs(app)
+app.add_middleware(CORSGate)  # sends nothing until the replica configures allowed origins (none by default)
 
 
 @app.middleware("http")
@@ -99,7 +101,7 @@ def _serve_request_id() -> str:
 
 @app.exception_handler(ServiceError)
 async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status)
+    return JSONResponse({"error": exc.error, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -169,6 +171,8 @@ class Ingress:
         self._encoder_info: dict[str, Any] | None = None
         self.metrics = ServiceMetrics()
         self.app_name = serve.get_replica_context().replica_id.deployment_id.app_name
+        self.access = AccessControl(args, self.app_name)
+        CORSGate.configure(args.cors_origins)
         started = time.perf_counter()
         warm_up_edges()
         logger.info("ingress warmed up in %.2fs", time.perf_counter() - started)
@@ -176,8 +180,10 @@ class Ingress:
     # ---------------------------------------------------------------- routes
 
     @app.get("/health")
-    async def health(self) -> dict[str, Any]:
-        """Status, voices loaded on each synthesis replica (with the files they came from), encoder, pitch methods."""
+    async def health(self, request: Request) -> dict[str, Any]:
+        """Status, voices loaded on each synthesis replica (with the files they came from), encoder, pitch methods.
+
+        With API keys on, a request without a valid key gets only {"status": "ok" | "degraded"} (for probes)."""
         content, methods, replicas = await asyncio.gather(
             asyncio.wait_for(self.content.info.remote(), 10),
             asyncio.wait_for(self.pitch.methods.remote(), 10),
@@ -206,51 +212,64 @@ class Ingress:
             body["demo"] = " ".join(self.catalog.notices())
         if failed:
             body.setdefault("problems", []).extend(f"{name}: {type(e).__name__}" for name, e in failed.items())
+        if self.access.enabled and self.access.identify(request) is None:
+            return {"status": body["status"]}
         return body
 
     @app.get("/voices")
-    async def voices(self) -> dict[str, Any]:
-        """Every voice in the models folder: version, rate, pitch guidance, speakers, index, size,
-        and whether it can run here (`runnable`, with the `problem` and its fix when not)."""
+    async def voices(self, request: Request) -> dict[str, Any]:
+        """Every voice in the models folder (those the API key may use): version, rate, pitch guidance,
+        speakers, index, size, and whether it can run here (`runnable`, with the `problem` and its fix when not)."""
+        key = self.access.authenticate(request)  # 401 (JSON, via the ServiceError handler)
         encoder = await self._encoder()
-        return {"voices": await asyncio.to_thread(self._describe_all, encoder)}
+        rows = await asyncio.to_thread(self._describe_all, encoder)
+        return {"voices": [row for row in rows if self.access.may_use(key, row["name"])]}
 
     @app.post("/convert", openapi_extra=CONVERT_DOC, response_class=Response, responses=WAV_RESPONSE)
     async def convert(self, request: Request) -> Response:
         """Convert an uploaded recording into a voice; returns audio/wav."""
-        async with self._request("convert", request) as timings:
+        async with self._request("convert", request) as (timings, key):
             form = await read_form_limited(request, self.limits.max_upload_bytes)
             reject_repeated_fields(form)
             upload = form.get("audio")
             if not isinstance(upload, UploadFile):
                 raise ServiceError(422, "invalid_request", "form file 'audio' is required")
             voice_name, options = require_text(form, "voice_name"), parse_options(form, ("audio", "voice_name"))
+            self.access.authorize(key, voice_name)  # 403 before the name is looked up: no voice list leaks
             ref = self.catalog.find_voice(voice_name)
             data = await upload.read()
-            return await self._run(data, ref, options, timings)
+            return await self._run(data, ref, options, timings, key)
 
     @app.post("/tts", openapi_extra=TTS_DOC, response_class=Response, responses=WAV_RESPONSE)
     async def tts(self, request: Request) -> Response:
         """Speak `text` with espeak-ng (offline), then convert it into the voice."""
-        async with self._request("tts", request) as timings:
+        async with self._request("tts", request) as (timings, key):
             form = await read_form_limited(request, self.limits.max_upload_bytes)
             reject_repeated_fields(form)
             text, voice_name = require_text(form, "text"), require_text(form, "voice_name")
             if len(text) > self.limits.max_tts_chars:
                 raise ServiceError(413, "text_too_long", f"text has {len(text)} characters; the limit is {self.limits.max_tts_chars}")
             options = parse_options(form, ("text", "voice_name"))
+            self.access.authorize(key, voice_name)
             ref = self.catalog.find_voice(voice_name)
             started = time.perf_counter()
             data = await speak(text, timeout_s=self.limits.request_timeout_s)
             timings["tts"] = time.perf_counter() - started
-            return await self._run(data, ref, options, timings)
+            return await self._run(data, ref, options, timings, key)
 
     # ---------------------------------------------------------------- internals
 
     @asynccontextmanager
-    async def _request(self, route: str, request: Request) -> AsyncIterator[dict[str, float]]:
-        """Bounded in-flight slot (503), error mapping, metrics and a log line per request."""
+    async def _request(self, route: str, request: Request) -> AsyncIterator[tuple[dict[str, float], Any]]:
+        """API key (401, before the body is read), bounded in-flight slot (503), error mapping, metrics
+        and a log line per request naming the key's id (never the key). Yields (stage timings, key)."""
         request_id = getattr(request.state, "request_id", "-")
+        try:
+            key = self.access.authenticate(request)
+        except ServiceError:
+            self.metrics.record(route, 401, 0.0)
+            logger.info("request_id=%s route=%s status=401 key=-", request_id, route)
+            raise
         if self.in_flight >= self.limits.max_in_flight:
             self.metrics.record(route, 503, 0.0)
             raise ServiceError(503, "overloaded", f"{self.in_flight} conversions in progress; retry later")
@@ -258,7 +277,7 @@ class Ingress:
         started, status = time.perf_counter(), 200
         timings: dict[str, float] = {}
         try:
-            yield timings
+            yield timings, key
         except Exception as e:
             mapped = to_service_error(e)
             if mapped is None:
@@ -274,14 +293,14 @@ class Ingress:
             elapsed = time.perf_counter() - started
             self.metrics.record(route, status, elapsed)
             logger.info(
-                "request_id=%s route=%s status=%d seconds=%.3f stages=%s",
-                request_id, route, status, elapsed, _stage_header(timings) or "-",
+                "request_id=%s route=%s status=%d key=%s seconds=%.3f stages=%s",
+                request_id, route, status, key.id if key is not None else "-", elapsed, _stage_header(timings) or "-",
             )
 
-    async def _run(self, data: bytes, ref: Any, options: Any, timings: dict[str, float]) -> Response:
+    async def _run(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> Response:
         started = time.perf_counter()
         try:
-            wav = await asyncio.wait_for(self._convert(data, ref, options, timings), self.limits.request_timeout_s)
+            wav = await asyncio.wait_for(self._convert(data, ref, options, timings, key), self.limits.request_timeout_s)
         except asyncio.TimeoutError:
             raise ServiceError(504, "timeout", f"the conversion took longer than {self.limits.request_timeout_s} s") from None
         finally:
@@ -291,7 +310,7 @@ class Ingress:
         headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": _stage_header(timings)}
         return Response(wav, media_type="audio/wav", headers=headers)
 
-    async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float]) -> bytes:
+    async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> bytes:
         # The model id names the voice's files as they are now: a voice replaced on disk is a new model.
         synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
         describe = synth.describe.remote()  # loads the voice while the audio decodes
@@ -299,6 +318,7 @@ class Ingress:
         synthesized: list[Any] = []
         try:
             audio16k = await _timed(timings, "decode", decode_audio, data, max_duration_s=self.limits.max_duration_s)
+            await self.access.admit(key, audio16k.shape[0] / SAMPLE_RATE)  # 429 over the key's limits
             info = await describe
             await self._check_encoder_serves(ref.name, info["version"])
             chunking = info["chunking"]  # the synthesis replica's rule (its device and precision)

@@ -15,8 +15,9 @@ SERVE_REPLICA::<app>#<deployment>#<replica id> in the "serve" namespace); each i
 its pid and node id with Ray's built-in `__ray_call__`.
 
 Needs the `serve` extra, plus httpx (`test`) for the HTTP helpers and psutil for `rss_mb`;
-both are imported only when used. `RAY_AUTH_MODE` must be set before Ray is imported:
-importing this module defaults it to "disabled".
+both are imported only when used. Local clusters started here use Ray's token auth, as the
+README's command does: importing this module sets `RAY_AUTH_MODE=token` unless the caller
+chose a mode (the token is then read from, or written to, ~/.ray/auth_token).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # must be set before Ray is imported
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before Ray is imported
 
 from rvc_pipeline.constants import CONTENT_DIMS  # noqa: E402
 from rvc_pipeline.testing.audio import voiced_clip, wav_bytes  # noqa: E402

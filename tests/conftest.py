@@ -10,6 +10,9 @@ from typing import Callable
 
 # FAISS's OpenMP pool thrashes against torch on two cores; one search thread is faster here.
 os.environ.setdefault("RVC_FAISS_THREADS", "1")
+# Local clusters run with Ray's token auth, as the README's command does. Ray reads the mode
+# once, when first imported, so it is set here, before any test module imports Ray.
+os.environ["RAY_AUTH_MODE"] = "token"
 
 import numpy as np
 import pytest

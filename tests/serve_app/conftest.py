@@ -43,7 +43,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_AUTH_MODE"] = "token"  # as the README's command runs it (token in ~/.ray/auth_token)
     yield start_local_cluster(num_cpus=4)
     stop_local_service()
 
