@@ -36,7 +36,8 @@ CONNECT_TIMEOUT_S = 90
 
 def _env(home: Path, tmp: Path, **extra: str) -> dict[str, str]:
     """This process's environment minus any Ray auth setting, with its own HOME."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    # No RAY_* at all: this test session's own cluster sets RAY_ADDRESS and the like in os.environ.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(HOME=str(home), RAY_TMPDIR=str(tmp), **extra)
     return env
 
@@ -70,8 +71,9 @@ def readme_service(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], env=env,
-                       capture_output=True, timeout=120)
+        # Only this cluster's leftovers (their command lines name its temp folder): `ray stop`
+        # would also stop the test session's own cluster.
+        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], capture_output=True, timeout=30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
