@@ -37,6 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from serve_app.http_utils import parse_stage_times
+
+from .report import command_line
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "serve_config.yaml"
 DEMO_VOICE = "demo-untrained"
@@ -64,6 +68,9 @@ class Run:
     warmup_log: list[str] = field(default_factory=list)  # "Ingress: 1.23 s" from the replicas' logs
     started_cluster: bool = False
     stopped_cleanly: bool = False
+    exit_code: Optional[int] = None
+    leftovers: int = 0  # processes of its own cluster still alive after `serve run` exited, ended by pid
+    load: list[float] = field(default_factory=list)  # 1-minute load average at the start and after each request
     error: str = ""
 
     @property
@@ -165,18 +172,6 @@ def serve_executable() -> str:
     return found
 
 
-def parse_stages(header: str) -> dict[str, float]:
-    """X-Stage-Times 'decode=0.010;pitch=3.2' -> {'decode': 0.01, 'pitch': 3.2}."""
-    stages = {}
-    for part in filter(None, header.split(";")):
-        name, _, value = part.partition("=")
-        try:
-            stages[name.strip()] = float(value)
-        except ValueError:
-            pass
-    return stages
-
-
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float) -> None:
     import httpx
 
@@ -240,6 +235,7 @@ def stop_service(process: subprocess.Popen, run: Run) -> None:
         except psutil.Error:
             pass
     run.stopped_cleanly = process.returncode == 0 and not leftovers
+    run.exit_code, run.leftovers = process.returncode, len(leftovers)
     print(f"  service stopped in {time.monotonic() - asked:.1f} s (serve run exit code {process.returncode}; "
           f"{len(leftovers)} leftover cluster processes ended)", flush=True)
 
@@ -306,6 +302,7 @@ def measure(repo: Path, label: str, warm: int, port: Optional[int], clip: bytes)
     print(f"== {label}: {repo} ({run.revision}); `{README_COMMAND}` on port {wanted}; log {log_path}", flush=True)
     with open(log_path, "w") as log:
         started = time.monotonic()
+        run.load.append(os.getloadavg()[0])
         process = subprocess.Popen([serve_executable(), "run", config_to_run], cwd=repo, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    preexec_fn=_default_sigint)
@@ -319,9 +316,10 @@ def measure(repo: Path, label: str, warm: int, port: Optional[int], clip: bytes)
                     r = client.post(f"{url}/convert", data={"voice_name": DEMO_VOICE},
                                     files={"audio": ("speech.wav", clip, "audio/wav")})
                     seconds = time.perf_counter() - t0
+                    run.load.append(os.getloadavg()[0])
                     if r.status_code != 200:
                         raise RuntimeError(f"/convert answered {r.status_code}: {r.text[:300]}")
-                    stages = parse_stages(r.headers.get("x-stage-times", ""))
+                    stages = parse_stage_times(r.headers.get("x-stage-times", ""))
                     if i == 0:
                         run.first_s, run.first_stages = seconds, stages
                     else:
@@ -355,6 +353,8 @@ def summary_lines(run: Run) -> list[str]:
         f"  first request        {_fmt(run.first_s)} s   stages {run.first_stages}",
         f"  warm median          {_fmt(run.warm_median)} s   over {len(run.warm_s)}: {[round(s, 2) for s in run.warm_s]}",
         f"  ratio first/warm     {_fmt(run.ratio)}x   target {TARGET_RATIO}x: {'PASS' if run.passed else 'FAIL'}",
+        f"  load average         {_fmt(min(run.load, default=float('nan')), 1)}-{_fmt(max(run.load, default=float('nan')), 1)}"
+        f" (1 minute; {os.cpu_count()} cores)",
     ]
     if run.warmup_log:
         lines.append(f"  replica warm-ups     {'; '.join(run.warmup_log)}")
@@ -381,15 +381,17 @@ def write_markdown(path: Path, runs: list[Run], command: str, warm: int) -> None
         f"encoder are used), waits for GET /health to answer 200 with status ok, then posts the same {CLIP_SECONDS} s "
         f"espeak-ng speech clip to /convert once (the first request) and {warm} more times (warm), default options "
         "(harvest). Times are the client's wall-clock seconds. Target: the first request costs at most "
-        f"{TARGET_RATIO}x the warm median.",
+        f"{TARGET_RATIO}x the warm median. Each run's 1-minute load average is listed below: above the core "
+        "count, other work shared the CPUs and the warm times (hence the ratio) are inflated.",
         "",
-        "| run | code | time to healthy (s) | first request (s) | warm median (s) | ratio first/warm | target "
-        f"{TARGET_RATIO}x |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| run | code | time to healthy (s) | first request (s) | warm median (s) | first - warm (s) | ratio first/warm "
+        f"| target {TARGET_RATIO}x |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for run in runs:
         lines.append(f"| {run.label} | `{run.repo.name}` ({run.revision}) | {_fmt(run.healthy_s, 1)} | {_fmt(run.first_s)} | "
-                     f"{_fmt(run.warm_median)} | {_fmt(run.ratio)}x | {'PASS' if run.passed else 'FAIL'} |")
+                     f"{_fmt(run.warm_median)} | {_fmt(run.first_s - run.warm_median)} | {_fmt(run.ratio)}x | "
+                     f"{'PASS' if run.passed else 'FAIL'} |")
     lines += ["", "Stage seconds (X-Stage-Times) of the first request and the warm median:", ""]
     header = "| stage | " + " | ".join(f"{r.label}: first | {r.label}: warm" for r in runs) + " |"
     lines += [header, "|---|" + "---:|---:|" * len(runs)]
@@ -405,7 +407,10 @@ def write_markdown(path: Path, runs: list[Run], command: str, warm: int) -> None
             detail += f"; replica warm-ups logged: {'; '.join(run.warmup_log)}"
         if run.error:
             detail += f"; error: {run.error}"
-        detail += f"; service stopped {'cleanly' if run.stopped_cleanly else 'with leftovers (see the log)'}"
+        detail += (f"; `serve run` exit code {run.exit_code} after SIGINT"
+                   + (f", {run.leftovers} processes of its cluster still exiting were ended by pid" if run.leftovers else ""))
+        if run.load:
+            detail += f"; 1-minute load average {min(run.load):.1f}-{max(run.load):.1f} during the run"
         lines.append(detail)
     lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -446,7 +451,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for run in runs:
         print("\n".join(summary_lines(run)))
     if args.write is not None:
-        command = " ".join(["python -m bench.bench_cold_start", *(sys.argv[1:] if argv is None else argv)])
+        command = command_line("bench.bench_cold_start", argv)
         write_markdown(args.write, runs, command, args.warm)
     return 0 if all(r.passed for r in runs) else 1
 

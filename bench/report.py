@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from rvc_pipeline.testing.machine import cpu_flags_line, machine_line
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, list[float], Any]:
     """(median seconds, every run's seconds, last result) of `repeat` calls after one warm-up call."""
@@ -41,9 +43,21 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def portable_arg(arg: str) -> str:
+    """An argument as a report may show it: a path inside the repository relative to it, any
+    other absolute path as <its name> (reports carry no machine paths)."""
+    if not os.path.isabs(arg):
+        return arg
+    path = Path(arg).resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT)) or "."
+    except ValueError:
+        return f"<{path.name}>"
+
+
 def command_line(module: str, argv: Sequence[str] | None = None) -> str:
-    """`python -m <module> <the arguments this process got>`, as a reader would type it."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """`python -m <module> <the arguments this process got>`, as a reader would type it (no machine paths)."""
+    args = [portable_arg(a) for a in (sys.argv[1:] if argv is None else argv)]
     return shlex.join(["python", "-m", module, *args])
 
 

@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.report import command_line
 from rvc_pipeline.testing.machine import machine_line
 from serve_app import testing as service  # sets RAY_AUTH_MODE before anything imports ray
 
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole load test; 0 on success."""
     args = parse_args(argv)
     plan = plan_from_arguments(args)
-    command = "python -m load_tests.run_load_test" + (" " + shlex.join(sys.argv[1:]) if argv is None and sys.argv[1:] else "")
+    command = command_line("load_tests.run_load_test", argv)
     started_cluster = attached = False
     with tempfile.TemporaryDirectory(prefix="rvc-load-") as tmp:
         work = Path(tmp)

@@ -18,7 +18,8 @@ from ray import serve
 
 from .assets import catalog_for
 from .config import AppArgs
-from .voice_cache import release_free_heap
+from .memory_trace import maybe_trace_python_memory
+from .voice_cache import limit_heap_arenas, release_free_heap
 
 #: Separates a voice's name from its files' fingerprint in a multiplexed model id.
 MODEL_ID_SEPARATOR = "@"
@@ -44,8 +45,12 @@ DEFAULT_VOICES_PER_REPLICA = 2
 
 
 def _setup_torch(args: AppArgs):
-    """Same thread counts as an in-process run with these settings (float sums depend on them)."""
+    """Same thread counts as an in-process run with these settings (float sums depend on them);
+    also caps the C heap's arenas, so resident memory levels off early (see voice_cache)."""
     import torch
+
+    limit_heap_arenas()
+    maybe_trace_python_memory(serve.get_replica_context().deployment)
 
     from rvc_pipeline.retrieval import set_search_threads
 

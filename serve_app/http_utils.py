@@ -202,3 +202,20 @@ async def speak(text: str, *, voice: str = "en", timeout_s: float = 30.0) -> byt
         raise ServiceError(504, "timeout", "text-to-speech took too long") from None
     except TTSError as e:
         raise ServiceError(500, "tts_failed", str(e)) from None
+
+
+def stage_times_header(timings: dict[str, float]) -> str:
+    """The X-Stage-Times header: seconds per stage, "decode=0.010;pitch=3.200;..."."""
+    return ";".join(f"{k}={v:.3f}" for k, v in timings.items())
+
+
+def parse_stage_times(header: str) -> dict[str, float]:
+    """X-Stage-Times "decode=0.010;pitch=3.2" -> {"decode": 0.01, "pitch": 3.2} (malformed parts skipped)."""
+    stages = {}
+    for part in filter(None, header.split(";")):
+        name, _, value = part.partition("=")
+        try:
+            stages[name.strip()] = float(value)
+        except ValueError:
+            pass
+    return stages

@@ -43,11 +43,13 @@ from .http_utils import (
     reject_repeated_fields,
     require_text,
     speak,
+    stage_times_header,
     to_service_error,
 )
 from .metrics import ServiceMetrics
 from .registry import get_registry
-from .voice_cache import release_free_heap
+from .memory_trace import maybe_trace_python_memory
+from .voice_cache import limit_heap_arenas, release_free_heap
 
 logger = logging.getLogger("ray.serve")
 
@@ -132,10 +134,6 @@ async def _timed(timings: dict[str, float], stage: str, fn, *args, **kwargs):
     return result
 
 
-def _stage_header(timings: dict[str, float]) -> str:
-    return ";".join(f"{k}={v:.3f}" for k, v in timings.items())
-
-
 def _encoder_fix(voice_name: str, version: str, problem: str, assets: str) -> str:
     """The message for a voice the loaded content encoder cannot serve, with the fix."""
     if problem.startswith("no content encoder"):
@@ -158,6 +156,8 @@ class Ingress:
 
         from rvc_pipeline.warmup import warm_up_edges
 
+        limit_heap_arenas()  # resident memory levels off early (see voice_cache)
+        maybe_trace_python_memory("Ingress")
         torch.set_num_threads(args.torch_threads)
         self.content, self.pitch, self.synth = content, pitch, synth
         self.args, self.limits, self.device = args, args.limits, device
@@ -294,7 +294,7 @@ class Ingress:
             self.metrics.record(route, status, elapsed)
             logger.info(
                 "request_id=%s route=%s status=%d key=%s seconds=%.3f stages=%s",
-                request_id, route, status, key.id if key is not None else "-", elapsed, _stage_header(timings) or "-",
+                request_id, route, status, key.id if key is not None else "-", elapsed, stage_times_header(timings) or "-",
             )
 
     async def _run(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> Response:
@@ -307,7 +307,7 @@ class Ingress:
             # The conversion's buffers were freed in worker threads, whose glibc arenas keep the pages:
             # hand them back, or resident memory creeps up request after request (docs/reliability.md).
             await asyncio.to_thread(release_free_heap)
-        headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": _stage_header(timings)}
+        headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": stage_times_header(timings)}
         return Response(wav, media_type="audio/wav", headers=headers)
 
     async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> bytes:

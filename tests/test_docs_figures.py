@@ -84,7 +84,10 @@ def test_bench_pipeline_write_fills_its_section_with_its_rows(tmp_path: Path) ->
                 "| `pm` |", "| read and check the checkpoint", "| ready to convert", "(tracemalloc), MiB |",
                 "| op | self CPU s | share | calls |"):
         assert row in section, f"{row!r} missing from the written section"
-    assert f"- Command: `{shlex.join(['python', '-m', 'bench.bench_pipeline', *args])}`" in section
+    # the command as run, with the temporary file's machine path shown as <name>
+    shown = [f"<{doc.name}>" if a == str(doc) else a for a in args]
+    assert f"- Command: `{shlex.join(['python', '-m', 'bench.bench_pipeline', *shown])}`" in section
+    assert str(tmp_path) not in written
     assert "amx_bf16" in section and "avx512_bf16" in section and "torch " in section and "Date: " in section
     # what the script prints is what it writes, and nothing outside its markers changes
     assert section.split("-->", 1)[1].strip() in run.stdout
