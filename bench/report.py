@@ -89,8 +89,16 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     return lines
 
 
+#: Sections written by something other than `python -m bench.<name> --write`.
+WRITERS = {
+    "capacity": "python -m load_tests.capacity validate --write",
+    "gpu_check": "bash bench/gpu_check.sh",
+}
+
+
 def begin_marker(name: str) -> str:
-    return f"<!-- {name}:begin (written by python -m bench.{name} --write; do not edit by hand) -->"
+    writer = WRITERS.get(name, f"python -m bench.{name} --write")
+    return f"<!-- {name}:begin (written by {writer}; do not edit by hand) -->"
 
 
 def end_marker(name: str) -> str:

@@ -31,6 +31,16 @@ def make_clips() -> list[bytes]:
     return [speak(text) for text in SENTENCES]
 
 
+def wav_seconds(clip: bytes) -> float:
+    """Duration of a WAV clip in seconds."""
+    import io
+
+    import soundfile as sf
+
+    info = sf.info(io.BytesIO(clip))
+    return info.frames / info.samplerate
+
+
 def fetch_voices(host: str) -> list[str]:
     """Usable voice names from GET /voices (rows with an error are skipped)."""
     with urllib.request.urlopen(f"{host.rstrip('/')}/voices", timeout=30) as response:

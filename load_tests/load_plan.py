@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+#: Each Locust user pauses uniformly between these seconds after every answer (its think time).
+USER_WAIT_S = (0.1, 0.5)
 #: Defaults: about 4.5 minutes in all.
 DEFAULT_MAX_USERS = 8
 DEFAULT_RAMP_UP_S = 60.0

@@ -8,7 +8,8 @@ names GET /voices returns (or --load-voices a,b,c), taken round-robin. The shape
 users up, holds, ramps down and then holds at 0 users so scale-down can be observed.
 Any non-200 answer (503 overload included) counts as a failure and the users keep going.
 With --load-request-log FILE every request is appended to FILE as one JSON line
-({"t": start epoch s, "ms": latency, "status": HTTP code or 0, "ok": bool}); the runner
+({"t": start epoch s, "ms": latency, "status": HTTP code or 0, "ok": bool, "audio_s": the clip's
+seconds}); the runner
 (`python -m load_tests.run_load_test`) builds its report from that file. Its first line,
 {"event": "start", "t": epoch s}, is when the load plan's clock started.
 
@@ -27,13 +28,14 @@ from typing import Any, TextIO
 
 from locust import HttpUser, LoadTestShape, between, events, task
 
-from clips import fetch_voices, make_clips  # siblings: Locust puts this folder on sys.path
-from load_plan import LoadPlan, add_plan_arguments, plan_from_arguments
+from clips import fetch_voices, make_clips, wav_seconds  # siblings: Locust puts this folder on sys.path
+from load_plan import USER_WAIT_S, LoadPlan, add_plan_arguments, plan_from_arguments
 
 REQUEST_TIMEOUT_S = 180
 CONVERT_NAME = "POST /convert"
 
 _clips: list[bytes] = []
+_clip_seconds: dict[int, float] = {}  # id(clip) -> its duration
 _voices: list[str] = []
 _voice_cycle: Any = None
 _cycle_lock = threading.Lock()
@@ -60,6 +62,7 @@ def _prepare(environment: Any, **_: Any) -> None:
     global _voice_cycle, _log
     options = environment.parsed_options
     _clips[:] = make_clips()
+    _clip_seconds.update({id(clip): wav_seconds(clip) for clip in _clips})
     requested = [v.strip() for v in (options.load_voices or "").split(",") if v.strip()]
     _voices[:] = requested or fetch_voices(environment.host)
     if not _voices:
@@ -72,12 +75,13 @@ def _prepare(environment: Any, **_: Any) -> None:
 
 @events.request.add_listener
 def _record(request_type: str, name: str, response_time: float, response: Any = None,
-            exception: Any = None, start_time: float | None = None, **_: Any) -> None:
+            exception: Any = None, start_time: float | None = None, context: Any = None, **_: Any) -> None:
     if _log is None or name != CONVERT_NAME:
         return
     status = getattr(response, "status_code", 0) or 0
     row = {"t": start_time if start_time is not None else time.time() - response_time / 1000,
-           "ms": response_time, "status": status, "ok": exception is None and status == 200}
+           "ms": response_time, "status": status, "ok": exception is None and status == 200,
+           "audio_s": (context or {}).get("audio_s")}
     _log.write(json.dumps(row) + "\n")
     _log.flush()
 
@@ -97,7 +101,7 @@ def next_voice() -> str:
 class ConvertUser(HttpUser):
     """Converts a random clip into the next voice, with a short pause between requests."""
 
-    wait_time = between(0.1, 0.5)
+    wait_time = between(*USER_WAIT_S)
 
     @task
     def convert(self) -> None:
@@ -105,8 +109,8 @@ class ConvertUser(HttpUser):
         clip = random.choice(_clips)
         data = {"voice_name": voice, "f0_method": self.environment.parsed_options.load_f0_method}
         files = {"audio": ("clip.wav", clip, "audio/wav")}
-        with self.client.post("/convert", data=data, files=files, name=CONVERT_NAME,
-                              timeout=REQUEST_TIMEOUT_S, catch_response=True) as response:
+        with self.client.post("/convert", data=data, files=files, name=CONVERT_NAME, timeout=REQUEST_TIMEOUT_S,
+                              catch_response=True, context={"audio_s": _clip_seconds[id(clip)]}) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {response.text[:200]}")
 

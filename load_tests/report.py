@@ -30,6 +30,7 @@ class Request:
     latency_s: float
     status: int
     ok: bool
+    audio_s: float = 0.0  # seconds of audio the request sent (0 where the log has none)
 
     @property
     def end_s(self) -> float:
@@ -50,7 +51,8 @@ def read_request_log(path: Path) -> tuple[float, list[Request]]:
             raw.append(row)
     if start is None:
         raise RuntimeError(f"{path} has no start marker; was it written by load_tests/locustfile.py?")
-    requests = [Request(r["t"] - start, r["ms"] / 1000.0, int(r["status"]), bool(r["ok"])) for r in raw]
+    requests = [Request(r["t"] - start, r["ms"] / 1000.0, int(r["status"]), bool(r["ok"]), float(r.get("audio_s") or 0.0))
+                for r in raw]
     return start, sorted(requests, key=lambda r: r.start_s)
 
 

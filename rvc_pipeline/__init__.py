@@ -34,7 +34,9 @@ from .pipeline import (
     extract_features,
     finish,
     prepare,
+    ChunkJob,
     synthesize_chunk,
+    synthesize_chunks,
 )
 from .pitch import DEFAULT_PITCH_METHOD, PITCH_METHODS, PitchEstimator
 from .voice import Voice, describe_checkpoint, load_voice
@@ -46,6 +48,7 @@ __all__ = [
     "AudioError",
     "AudioTooLongError",
     "CheckpointError",
+    "ChunkJob",
     "ChunkingConfig",
     "ContentEncoder",
     "ConversionOptions",
@@ -76,5 +79,6 @@ __all__ = [
     "load_voice",
     "prepare",
     "synthesize_chunk",
+    "synthesize_chunks",
     "write_audio",
 ]

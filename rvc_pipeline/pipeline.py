@@ -11,7 +11,9 @@ step and constant by constant:
     finish(chunks, prepared, ...)  join, loudness mix, resample, peak limit
 
 The serving layer runs the same functions in different processes; given the same
-input, options and seed, both paths produce the same samples.
+input, options and seed, both paths produce the same samples. `synthesize_chunks` runs
+several chunks (of any requests) as one padded batch, each equal to `synthesize_chunk`
+to float rounding: the GPU service batches with it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .content import ContentEncoder
 from .errors import AudioError, OptionError
 from .options import ChunkingConfig, ConversionOptions
 from .pitch import PitchEstimator, coarse_f0, shift_f0
+from .synth.synthesizer import SynthesisItem
 from .voice import Voice
 
 # SAMPLE_RATE (16 kHz input), WINDOW (160 samples, `self.window` in the reference) and
@@ -209,6 +212,51 @@ def synthesize_chunk(
     chunk_samples: length of the chunk's 16 kHz audio.
     Returns (n * hop - 2 * t_pad_tgt,) float32 at the voice's sample rate.
     """
+    item = synthesis_item(voice, ChunkJob(features, pitch, chunk_samples, options, chunking, seed))
+    if item is None:
+        return np.zeros(0, dtype=np.float32)
+    with torch.inference_mode():
+        out = voice.synthesizer.infer(
+            item.phone.unsqueeze(0),
+            torch.tensor([item.phone.shape[0]], device=item.phone.device, dtype=torch.long),
+            None if item.pitch is None else item.pitch.unsqueeze(0),
+            None if item.nsff0 is None else item.nsff0.unsqueeze(0),
+            torch.tensor([item.sid], device=item.phone.device, dtype=torch.long),
+            generator=item.generator, head=item.head, length=item.length,
+        )
+    return out[0, 0].float().cpu().numpy()
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """`synthesize_chunk`'s arguments for one chunk (what `synthesize_chunks` batches)."""
+
+    features: np.ndarray
+    pitch: PitchTrack | None
+    chunk_samples: int
+    options: ConversionOptions
+    chunking: ChunkingConfig
+    seed: int
+
+
+def synthesize_chunks(voice: Voice, jobs: Sequence[ChunkJob]) -> list[np.ndarray]:
+    """Several chunks (of one or several requests) through the synthesizer as one padded batch.
+
+    Item i equals `synthesize_chunk(voice, *jobs[i])` to float rounding: retrieval and
+    protect run per chunk, then `Synthesizer.infer_batch` pads, masks and draws each chunk's
+    noise from its own seed. Worth it where a batch costs less than its items one by one
+    (a GPU); on the CPU the serving graph calls `synthesize_chunk`, which is exact.
+    """
+    items = [synthesis_item(voice, job) for job in jobs]
+    ready = [item for item in items if item is not None]
+    outputs = iter(voice.synthesizer.infer_batch(ready)) if ready else iter(())
+    return [np.zeros(0, dtype=np.float32) if item is None else next(outputs)[0].cpu().numpy() for item in items]
+
+
+def synthesis_item(voice: Voice, job: ChunkJob) -> SynthesisItem | None:
+    """The synthesizer input of one chunk: retrieval, 2x upsampling, protect; None when the
+    chunk keeps no frames after its padding is trimmed."""
+    features, pitch, options = job.features, job.pitch, job.options
     if features.ndim != 2 or features.shape[1] != voice.content_dim:
         raise OptionError(
             f"features of shape {features.shape} do not fit voice {voice.name!r} "
@@ -223,7 +271,7 @@ def synthesize_chunk(
 
     # Nearest-neighbour 2x: 20 ms content frames -> 10 ms synthesis frames.
     features = np.repeat(features, 2, axis=0)
-    n_frames = min(chunk_samples // WINDOW, features.shape[0])
+    n_frames = min(job.chunk_samples // WINDOW, features.shape[0])
     coarse = f0 = None
     if use_pitch:
         coarse, f0 = pitch.coarse[:n_frames], pitch.f0[:n_frames]
@@ -237,27 +285,19 @@ def synthesize_chunk(
 
     # The padding trimmed from each side, in 10 ms frames (x_pad seconds at 100 frames/s):
     # only the frames between are decoded.
-    pad_frames = chunking.x_pad * FRAMES_PER_SECOND
+    pad_frames = job.chunking.x_pad * FRAMES_PER_SECOND
     kept_frames = n_frames - 2 * pad_frames
     if kept_frames <= 0:
-        return np.zeros(0, dtype=np.float32)
-    synth = voice.synthesizer
-    param = next(synth.parameters())
+        return None
+    param = next(voice.synthesizer.parameters())
     device, dtype = param.device, param.dtype
-    generator = torch.Generator(device=device).manual_seed(seed)
-    with torch.inference_mode():
-        phone = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device, dtype).unsqueeze(0)
-        lengths = torch.tensor([n_frames], device=device, dtype=torch.long)
-        sid = torch.tensor([options.speaker_id], device=device, dtype=torch.long)
-        if use_pitch:
-            pitch_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(device).unsqueeze(0)
-            f0_t = torch.from_numpy(np.ascontiguousarray(f0, dtype=np.float32)).to(device).unsqueeze(0)
-        else:
-            pitch_t = f0_t = None
-        out = synth.infer(
-            phone, lengths, pitch_t, f0_t, sid, generator=generator, head=pad_frames, length=kept_frames
-        )
-    return out[0, 0].float().cpu().numpy()
+    phone = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(device, dtype)
+    pitch_t = f0_t = None
+    if use_pitch:
+        pitch_t = torch.from_numpy(np.ascontiguousarray(coarse)).to(device)
+        f0_t = torch.from_numpy(np.ascontiguousarray(f0, dtype=np.float32)).to(device)
+    return SynthesisItem(phone, pitch_t, f0_t, options.speaker_id, torch.Generator(device=device).manual_seed(job.seed),
+                         head=pad_frames, length=kept_frames)
 
 
 def _mix_rms(reference16k: np.ndarray, output: np.ndarray, sample_rate: int, rate: float) -> np.ndarray:

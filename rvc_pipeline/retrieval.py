@@ -110,6 +110,12 @@ class RetrievalIndex:
         return int(self._index.ntotal)
 
     @property
+    def vectors_nbytes(self) -> int:
+        """Host bytes the stored vectors take: the reconstructed copy plus the index's own (RVC's
+        Flat and IVF-Flat indexes keep every vector uncompressed)."""
+        return 2 * int(self._vectors.nbytes)
+
+    @property
     def vectors(self) -> np.ndarray:
         """All stored vectors, (ntotal, dim) float32, read-only view."""
         view = self._vectors.view()

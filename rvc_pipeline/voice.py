@@ -93,6 +93,17 @@ class Voice:
         """True after `close()`."""
         return self.synthesizer is None
 
+    def weight_bytes(self) -> int:
+        """Bytes of the synthesizer's weights and buffers on `device` (0 once closed)."""
+        if self.synthesizer is None:
+            return 0
+        tensors = [*self.synthesizer.parameters(), *self.synthesizer.buffers()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def index_bytes(self) -> int:
+        """Bytes of the retrieval vectors held in host memory (0 without an index)."""
+        return self.index.vectors_nbytes if self.index is not None else 0
+
     def check_speaker(self, speaker_id: int) -> None:
         """Raise OptionError unless 0 <= speaker_id < n_speakers (VoiceNotFoundError if closed)."""
         if self.closed:

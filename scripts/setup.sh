@@ -12,4 +12,4 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[serve,test]"
+.venv/bin/python -m pip install -q -e ".[serve,test,load]"

@@ -81,8 +81,13 @@ class AppArgs(BaseModel):
     voices_per_replica: int = Field(2, ge=1, description="voices cached per VoiceSynthesizer replica (LRU)")
     demo_fallback: bool = Field(True, description="provide an untrained demo voice/encoder when none exist")
     demo_dir: Optional[str] = Field(None, description="where demo assets go (default $RVC_CACHE_DIR/demo)")
-    feature_batch_size: int = Field(8, ge=1, description="chunks batched per HuBERT call (GPU only)")
-    feature_batch_wait_s: float = Field(0.005, ge=0, description="longest wait to fill a HuBERT batch (GPU only)")
+    batching: Literal["auto", "on", "off"] = Field(
+        "auto", description="batch chunks across concurrent requests in ContentFeatures and VoiceSynthesizer; "
+        "auto: on a GPU only (CPU results stay exact: batched ones match to float rounding)")
+    feature_batch_size: int = Field(8, ge=1, description="chunks batched per HuBERT call (when batching)")
+    feature_batch_wait_s: float = Field(0.005, ge=0, description="longest wait to fill a HuBERT batch (when batching)")
+    synthesis_batch_size: int = Field(4, ge=1, description="chunks of one voice synthesised per call (when batching)")
+    synthesis_batch_wait_s: float = Field(0.01, ge=0, description="longest wait to fill a synthesis batch (when batching)")
     api_keys_file: Optional[str] = Field(
         None, description="YAML/JSON file of API keys (salted hashes; `python -m serve_app.api_keys new`); "
         "re-read when it changes. None with api_keys_env None: the HTTP API is open (docs/security.md)")

@@ -40,8 +40,28 @@ def split_model_id(model_id: str) -> tuple[str, str]:
 
 logger = logging.getLogger("ray.serve")
 
+#: Bytes per MB in the memory figures of /health.
+MB = 1e6
+
+
+def device_memory(device: str) -> dict[str, float]:
+    """What torch holds on a CUDA device (MB): allocated tensors and the caching allocator's reserve.
+    Empty on the CPU (the replica's RSS is the figure there)."""
+    if not device.startswith("cuda"):
+        return {}
+    import torch
+
+    return {"gpu_allocated_mb": round(torch.cuda.memory_allocated(device) / MB, 1),
+            "gpu_reserved_mb": round(torch.cuda.memory_reserved(device) / MB, 1)}
+
 #: Voices per replica when the builder does not say (the builder always does).
 DEFAULT_VOICES_PER_REPLICA = 2
+
+
+def batching_enabled(setting: str, device: str) -> bool:
+    """Whether a deployment batches across requests: "auto" on a GPU only (on the CPU a batch costs
+    what its items cost one by one, and unbatched results are exact), or "on"/"off"."""
+    return setting == "on" or (setting == "auto" and device.startswith("cuda"))
 
 
 def _setup_torch(args: AppArgs):
@@ -51,7 +71,6 @@ def _setup_torch(args: AppArgs):
 
     limit_heap_arenas()
     maybe_trace_python_memory(serve.get_replica_context().deployment)
-
     from rvc_pipeline.retrieval import set_search_threads
 
     torch.set_num_threads(args.torch_threads)
@@ -83,7 +102,7 @@ class ContentFeatures:
         self.label = catalog.label(catalog.encoder_path)
         self.demo = catalog.encoder_is_demo
         self.device = device
-        self.batching = device.startswith("cuda")
+        self.batching = batching_enabled(args.batching, device)
         self.extract_batch.set_max_batch_size(args.feature_batch_size)
         self.extract_batch.set_batch_wait_timeout_s(args.feature_batch_wait_s)
         self.encoder = None
@@ -194,6 +213,22 @@ class PitchExtractor:
             release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
 
 
+def _chunk_job(features: tuple, pitch: Optional[tuple], chunk: Any, chunk_samples: int, options: Any,
+               chunking: Any, seed: int) -> tuple[Any, dict[str, float]]:
+    """The synthesis job of one chunk (its slice of the pitch track, copied out of Ray's
+    read-only buffers) and the seconds its features and pitch took."""
+    from rvc_pipeline.pipeline import ChunkJob, PitchTrack
+
+    feats, feat_s = features
+    times = {"features": feat_s}
+    track = None
+    if pitch is not None:
+        full, times["pitch"] = pitch
+        part = full.slice(chunk)
+        track = PitchTrack(np.array(part.coarse), np.array(part.f0))
+    return ChunkJob(np.array(feats), track, chunk_samples, options, chunking, seed), times
+
+
 @serve.deployment
 class VoiceSynthesizer:
     """Synthesis of chunks with one voice, multiplexed: voices load lazily, LRU-evicted.
@@ -212,7 +247,11 @@ class VoiceSynthesizer:
         self._lock = threading.Lock()
         self._loaded: dict[str, Any] = {}  # model id -> SharedVoice in the multiplexer's cache
         self._files: dict[str, dict[str, Any]] = {}  # model id -> what /health shows of it
-        self.stats = {"loads": 0, "evictions": 0, "closes": 0, "deferred_closes": 0, "superseded": 0}
+        self.stats = {"loads": 0, "evictions": 0, "closes": 0, "deferred_closes": 0, "superseded": 0,
+                      "batches": 0, "batched_chunks": 0}
+        self.batching = batching_enabled(args.batching, device)
+        self.synthesize_batch.set_max_batch_size(args.synthesis_batch_size)
+        self.synthesize_batch.set_batch_wait_timeout_s(args.synthesis_batch_wait_s)
         context = serve.get_replica_context()
         self.replica_id = context.replica_id.unique_id
         self.app_name = context.replica_id.deployment_id.app_name
@@ -257,6 +296,9 @@ class VoiceSynthesizer:
                 "name": ref.name, "fingerprint": fingerprint, "demo": ref.demo,
                 "pth": self.catalog.label(ref.pth_path), "index": self.catalog.label(ref.index_path),
                 "loaded_at": time.time(),
+                # On the replica's device (GPU memory on CUDA); the index stays in host memory.
+                "weights_mb": round(voice.weight_bytes() / MB, 1),
+                "index_mb": round(voice.index_bytes() / MB, 1),
             }
             self.stats["loads"] += 1
             self.stats["superseded"] += len(superseded)
@@ -294,6 +336,7 @@ class VoiceSynthesizer:
                 "loaded_voices": [v["name"] for v in voices],
                 "voices": voices,
                 "device": self.device,
+                **device_memory(self.device),
                 **self.stats,
             }
 
@@ -344,28 +387,60 @@ class VoiceSynthesizer:
         self, features: tuple, pitch: Optional[tuple], chunk: Any, chunk_samples: int,
         options: Any, chunking: Any, seed: int,
     ) -> tuple[np.ndarray, dict[str, float]]:
-        """One chunk: (features, s) from ContentFeatures, (PitchTrack, s) or None -> (audio, seconds by stage)."""
-        shared = await self._acquire()
-        return await asyncio.to_thread(self._synthesize, shared, features, pitch, chunk, chunk_samples, options, chunking, seed)
+        """One chunk: (features, s) from ContentFeatures, (PitchTrack, s) or None -> (audio, seconds by stage).
 
-    def _synthesize(self, shared, features, pitch, chunk, chunk_samples, options, chunking, seed):
+        With batching on, chunks that arrive together for the same voice (from any requests)
+        run as one padded batch (`synthesize_chunks`); each result equals its unbatched
+        output to float rounding.
+        """
+        job, times = _chunk_job(features, pitch, chunk, chunk_samples, options, chunking, seed)
+        shared = await self._acquire()
+        if not self.batching:
+            return await asyncio.to_thread(self._synthesize, shared, job, times)
+        try:
+            audio, seconds = await self.synthesize_batch(shared, job)
+        finally:
+            shared.release()
+        return audio, {**times, "synthesize": seconds}
+
+    def _synthesize(self, shared: Any, job: Any, times: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
         from rvc_pipeline import synthesize_chunk
 
         try:
-            feats, feat_s = features
-            times = {"features": feat_s}
-            track = None
-            if pitch is not None:
-                full, times["pitch"] = pitch
-                track = full.slice(chunk)
-                track = type(track)(np.array(track.coarse), np.array(track.f0))
             started = time.perf_counter()
-            audio = synthesize_chunk(shared.voice, np.array(feats), track, chunk_samples, options, chunking, seed)
-            times["synthesize"] = time.perf_counter() - started
-            return audio, times
+            audio = synthesize_chunk(shared.voice, job.features, job.pitch, job.chunk_samples, job.options,
+                                     job.chunking, job.seed)
+            return audio, {**times, "synthesize": time.perf_counter() - started}
         finally:
             shared.release()
             release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
+    async def synthesize_batch(self, shareds: list[Any], jobs: list[Any]) -> list[tuple[np.ndarray, float]]:
+        return await asyncio.to_thread(self._synthesize_grouped, shareds, jobs)
+
+    def _synthesize_grouped(self, shareds: list[Any], jobs: list[Any]) -> list[tuple[np.ndarray, float]]:
+        """Each voice's chunks as one batch; every item gets its batch's seconds shared equally."""
+        from rvc_pipeline.pipeline import synthesize_chunks
+
+        groups: dict[int, list[int]] = {}
+        for i, shared in enumerate(shareds):
+            groups.setdefault(id(shared), []).append(i)
+        results: list[Any] = [None] * len(jobs)
+        try:
+            for members in groups.values():
+                started = time.perf_counter()
+                outputs = synthesize_chunks(shareds[members[0]].voice, [jobs[i] for i in members])
+                seconds = (time.perf_counter() - started) / len(members)
+                for i, audio in zip(members, outputs):
+                    results[i] = (audio, seconds)
+            with self._lock:
+                self.stats["batches"] += len(groups)
+                self.stats["batched_chunks"] += len(jobs)
+            self._report()  # /health shows the batch counters (and GPU memory) as they are now
+            return results
+        finally:
+            release_free_heap()
 
     def check_health(self) -> None:
         return None

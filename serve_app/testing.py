@@ -22,14 +22,16 @@ chose a mode (the token is then read from, or written to, ~/.ray/auth_token).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before Ray is imported
 
@@ -101,6 +103,21 @@ def start_local_service(app_args: Any, *, num_cpus: float) -> str:
     url = start_local_cluster(num_cpus=num_cpus)
     serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
     return url
+
+
+@contextlib.contextmanager
+def local_service(args: Any = None, *, num_cpus: float) -> Iterator[str]:
+    """A private cluster running the app (default: `app_args` on the test voices in a temporary
+    folder), healthy; yields its base URL and shuts everything down afterwards."""
+    with tempfile.TemporaryDirectory(prefix="rvc_local_service_") as tmp:
+        if args is None:
+            args = app_args(write_test_models(Path(tmp) / "models"))
+        try:
+            url = start_local_service(args, num_cpus=num_cpus)
+            wait_healthy(url)
+            yield url
+        finally:
+            stop_local_service()
 
 
 def stop_local_service() -> None:

@@ -22,7 +22,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 #: A command line a reader can run: a module, a repo script.
-COMMAND = re.compile(r"python -m [\w.]+|python scripts/\S+\.py|bash scripts/\S+\.sh")
+COMMAND = re.compile(r"python -m [\w.]+|python scripts/\S+\.py|bash (scripts|bench)/\S+\.sh")
 #: A table header that announces measurements.
 MEASURED_HEADER = re.compile(r"\bseconds\b|\bRTF\b|\bMB\b|\bMiB\b|\bGB\b|\bms\b|req/s|\bp50\b|\bs\b|self CPU|RSS")
 #: A number with a unit, or a decimal, in prose.
@@ -59,7 +59,7 @@ def _outside_markers(text: str) -> str:
 
 def test_performance_page_quotes_figures_only_where_a_benchmark_writes_them() -> None:
     text = (DOCS / "performance.md").read_text(encoding="utf-8")
-    for name in ("bench_pipeline", "bench_serve"):
+    for name in ("bench_pipeline", "bench_synth", "bench_serve", "capacity"):
         assert f"<!-- {name}:begin" in text and f"<!-- {name}:end -->" in text
     figures = [m.group(0) for m in FIGURE.finditer(_outside_markers(text))]
     assert not figures, f"performance.md quotes figures outside the benchmark sections: {figures}"

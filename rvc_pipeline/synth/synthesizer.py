@@ -7,7 +7,8 @@ Module and parameter names match the reference classes, so a voice's `weight` di
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -152,6 +153,80 @@ class Synthesizer(nn.Module):
             har_source = har_source[..., lo * upp : hi * upp]
         out = self.dec(z[..., lo:hi], g, har_source)
         return out[..., (head - lo) * upp : (end - lo) * upp].float()
+
+    @torch.inference_mode()
+    def infer_batch(self, items: Sequence[SynthesisItem]) -> list[Tensor]:
+        """Several inputs of different lengths as one padded batch; item i's result equals
+        `infer` of that item alone (same seed) to float rounding.
+
+        Each item's noise (prior and NSF) is drawn from its own generator in `infer`'s order,
+        at its own length; the inputs are zero-padded to the longest and masked (attention,
+        convolutions and the flow ignore frames past an item's length). Each item's decoded
+        window (its kept frames plus DECODER_HALO_FRAMES each side) is placed at the start of
+        a zero-padded batch row, so the decoder sees what `infer` gives it up to the halo.
+        Returns float32 [1, length_i * hop] per item.
+        """
+        if not items:
+            return []
+        device, dtype = self.emb_g.weight.device, self.emb_g.weight.dtype
+        lengths = [item.phone.shape[0] for item in items]
+        longest = max(lengths)
+        upp = self.dec.upp
+        phone = torch.zeros(len(items), longest, self.content_dim, device=device, dtype=dtype)
+        coarse = torch.zeros(len(items), longest, device=device, dtype=torch.long) if self.use_f0 else None
+        noise = torch.zeros(len(items), self.config.inter_channels, longest, device=device, dtype=dtype)
+        har_sources: list[Tensor] = []
+        for i, item in enumerate(items):
+            t = lengths[i]
+            if item.phone.dim() != 2 or item.phone.shape[1] != self.content_dim:
+                raise ValueError(f"item {i}: phone must be [T, {self.content_dim}], got {tuple(item.phone.shape)}")
+            phone[i, :t] = item.phone.to(device, dtype)
+            noise[i, :, :t] = gaussian_noise((1, self.config.inter_channels, t), item.generator, device, dtype)[0]
+            if self.use_f0:
+                if item.pitch is None or item.nsff0 is None or item.pitch.shape[0] != t or item.nsff0.shape[0] != t:
+                    raise ValueError(f"item {i}: this synthesizer is pitch-guided: pass pitch and nsff0 of [T] = {t}")
+                coarse[i, :t] = item.pitch.to(device)
+                assert self.dec.m_source is not None
+                har_sources.append(self.dec.m_source(item.nsff0.to(device)[None], upp, item.generator)[0])
+        sid = torch.tensor([item.sid for item in items], device=device, dtype=torch.long)
+        g = self.emb_g(sid).unsqueeze(-1)
+        m_p, logs_p, mask = self.enc_p(phone, coarse, torch.tensor(lengths, device=device))
+        z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * mask
+        z = self.flow.reverse(z_p, mask, g) * mask
+        windows = []
+        for item, t in zip(items, lengths):
+            end = t if item.length is None else item.head + item.length
+            if not 0 <= item.head < end <= t:
+                raise ValueError(f"head={item.head}, length={item.length} do not select frames within 0..{t}")
+            windows.append((max(item.head - DECODER_HALO_FRAMES, 0), min(end + DECODER_HALO_FRAMES, t), end))
+        widest = max(hi - lo for lo, hi, _ in windows)
+        z_win = z.new_zeros(len(items), z.shape[1], widest)
+        har = z.new_zeros(len(items), 1, widest * upp) if self.use_f0 else None
+        for i, (lo, hi, _) in enumerate(windows):
+            z_win[i, :, : hi - lo] = z[i, :, lo:hi]
+            if har is not None:
+                har[i, :, : (hi - lo) * upp] = har_sources[i][:, lo * upp : hi * upp]
+        out = self.dec(z_win, g, har)
+        return [out[i, :, (item.head - lo) * upp : (end - lo) * upp].float()
+                for i, (item, (lo, _, end)) in enumerate(zip(items, windows))]
+
+
+@dataclass
+class SynthesisItem:
+    """One input of `Synthesizer.infer_batch`: `infer`'s arguments for a single sequence.
+
+    phone [T, content_dim] float (100 Hz frames); pitch [T] long coarse F0 and nsff0 [T]
+    float Hz (None for voices without pitch guidance); sid the speaker id; generator the
+    item's noise source; head/length the output frames to return (None: to the end).
+    """
+
+    phone: Tensor
+    pitch: Tensor | None
+    nsff0: Tensor | None
+    sid: int
+    generator: torch.Generator | None
+    head: int = 0
+    length: int | None = None
 
 
 def build_synthesizer(

@@ -339,6 +339,7 @@ def test_rmvpe_refuses_files_that_are_not_its_weights(rmvpe_file, tmp_path):
         rmvpe_mod.load_rmvpe_net(tmp_path / "list.pt")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["crepe-tiny", "fcpe", "rmvpe"])
 def test_cuda_matches_cpu(rmvpe_file, method):

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from rvc_pipeline import load_voice
 from rvc_pipeline.audio import decode_audio, encode_wav
 from rvc_pipeline.testing.audio import tone, wav_bytes
 
@@ -126,6 +127,18 @@ def test_multiplexing_loads_lazily_and_evicts_lru(service):
     assert after["loads"] == before["loads"] + 1
     assert after["evictions"] == before["evictions"] + 1
     assert after["closes"] == after["evictions"]  # each eviction released memory exactly once
+
+
+def test_health_shows_each_loaded_voices_memory(service):
+    """/health reports per loaded voice the bytes its weights take on the replica's device and its index's."""
+    assert _post(service.url, "convert", wav_bytes(tone(220, 0.5)), "alice").status_code == 200
+    _, state = _loaded(service.url)
+    (alice,) = [v for v in state["voices"] if v["name"] == "alice"]
+    index = service.models_dir / "alice.index"
+    with load_voice(service.models_dir / "alice.pth", index if index.exists() else None, device="cpu") as voice:
+        assert alice["weights_mb"] == round(voice.weight_bytes() / 1e6, 1) > 0
+        assert alice["index_mb"] == round(voice.index_bytes() / 1e6, 1)
+        assert (alice["index_mb"] > 0) == index.exists()
 
 
 def test_concurrent_conversions_match_in_process(service, reference, espeak_speech):
