@@ -44,7 +44,7 @@ from rvc_pipeline.content import ContentEncoder, HubertConfig
 from rvc_pipeline.demo import DEMO_ENCODER_CONFIG, write_demo_voice
 from rvc_pipeline.device import cpu_has_fast_bf16, resolve_device
 from rvc_pipeline.options import ChunkingConfig
-from rvc_pipeline.testing.audio import espeak_speech
+from rvc_pipeline.testing.audio import espeak_speech, snr_db
 from rvc_pipeline.testing.rmvpe import write_random_rmvpe
 from rvc_pipeline.testing.voices import standard_config, write_webui_voice
 
@@ -86,11 +86,6 @@ def write_voice(path: Path, small: bool) -> Path:
         return write_demo_voice(path)
     config = dataclasses.replace(standard_config("v2", 40000, 1), **SMALL_VOICE)
     return write_webui_voice(path, "v2", 40000, f0=True, config=config)
-
-
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = reference - test
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(np.sum(noise.astype(np.float64) ** 2), 1e-30)))
 
 
 def fmt(seconds: float) -> str:

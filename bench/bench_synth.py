@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rvc_pipeline.testing.audio import snr_db
+
+from .bench_pipeline import SMALL_VOICE
 from .report import command_line, provenance, table, write_section
 
 SECTION = "bench_synth"
@@ -38,15 +41,6 @@ VOICES = (("v2", 40000), ("v1", 48000))
 #: Speed-up over the baseline that the fp32 work aims at, and the agreement it must keep.
 TARGET_SPEEDUP = 1.25
 TARGET_SNR_DB = 60.0
-#: --small: thin layers (checks the script; says nothing about speed).
-SMALL_LAYERS = dict(upsample_initial_channel=32, hidden_channels=64, filter_channels=64, inter_channels=64)
-
-
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """10 log10(|reference|^2 / |reference - test|^2) over the common length."""
-    n = min(len(reference), len(test))
-    ref, diff = reference[:n].astype(np.float64), reference[:n].astype(np.float64) - test[:n]
-    return float(10 * np.log10(np.sum(ref**2) / max(np.sum(diff**2), 1e-30)))
 
 
 def chunk_inputs(seconds: float, content_dim: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -79,7 +73,7 @@ def write_voice(path: Path, version: str, sr: int, small: bool) -> Path:
 
     config = standard_config(version, sr, 1)
     if small:
-        config = dataclasses.replace(config, **SMALL_LAYERS)
+        config = dataclasses.replace(config, **SMALL_VOICE)
     return write_webui_voice(path, version, sr, f0=True, config=config)
 
 

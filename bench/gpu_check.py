@@ -82,9 +82,10 @@ def precision_rows(s: Settings, work: Path) -> list[tuple[str, str, str, str]]:
     from rvc_pipeline.content import HubertConfig
     from rvc_pipeline.demo import DEMO_ENCODER_CONFIG
     from rvc_pipeline.device import resolve_dtype
+    from rvc_pipeline.testing.audio import snr_db
     from rvc_pipeline.testing.rmvpe import write_random_rmvpe
 
-    from .bench_pipeline import conversion_runs, encoder_for, snr_db, speech_clip, write_voice
+    from .bench_pipeline import conversion_runs, encoder_for, speech_clip, write_voice
 
     device = torch.device(s.device)
     wav = speech_clip(s.clip_s)

@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from bench.report import table
+
 from .load_plan import USER_WAIT_S
 
 #: Stages each request runs, as X-Stage-Times names them.
@@ -218,12 +220,6 @@ def calibrate(url: str, cores: float, gpus: int, f0_method: str, rounds: int = C
     return profile
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    from bench.report import table
-
-    return table(header, rows)
-
-
 def comparison_rows(profile: Profile, measured: Sequence) -> tuple[list[list[str]], bool]:
     """Predicted vs measured per user count, and whether all are within TOLERANCE."""
     rows, ok = [], True
@@ -272,7 +268,7 @@ def validate(args: argparse.Namespace) -> int:
         "",
         "Measured cost per audio second (one user):",
         "",
-        *_table(["stage", "seconds per audio second"], stage_rows),
+        *table(["stage", "seconds per audio second"], stage_rows),
         "",
         f"CPU demand {profile.cpu_s_per_audio_s:.3f} s per audio second: the whole machine's busy time during "
         f"the calibration posts (/proc/stat), against {profile.stage_cpu_s_per_audio_s or float('nan'):.3f} s in "
@@ -282,14 +278,14 @@ def validate(args: argparse.Namespace) -> int:
         f"Predicted (mean latency) against measured (p50); bar: within {TOLERANCE:.0%}: "
         f"{'all within' if ok else 'NOT all within'}.",
         "",
-        *_table(["users", "predicted latency s", "measured p50 s", "error", "predicted audio s/s", "measured audio s/s",
+        *table(["users", "predicted latency s", "measured p50 s", "error", "predicted audio s/s", "measured audio s/s",
                  "error", "predicted CPU busy", f"within {TOLERANCE:.0%}"], rows),
         "",
         "Sizing from this profile: 1,000 concurrent users, each converting a 10 s clip a minute, "
         "on 16-core CPU nodes (`python -m load_tests.capacity size --profile ... --concurrent-users 1000 "
         "--clip-seconds 10 --period-s 60 --cores-per-node 16`):",
         "",
-        *_table(["quantity", "value"], sizing),
+        *table(["quantity", "value"], sizing),
     ]
     print("\n".join(lines))
     if args.write:
@@ -354,11 +350,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             r = predict(profile, n, audio_s=args.clip_seconds, cores=args.cores, gpus=args.gpus)
             rows.append([str(n), f"{r.latency_s:.2f}", f"{r.requests_per_s:.2f}", f"{r.audio_s_per_s:.2f}",
                          f"{r.cpu_utilisation:.0%}", f"{r.gpu_utilisation:.0%}"])
-        print("\n".join(_table(["users", "mean latency s", "requests/s", "audio s/s", "CPU busy", "GPU busy"], rows)))
+        print("\n".join(table(["users", "mean latency s", "requests/s", "audio s/s", "CPU busy", "GPU busy"], rows)))
         return 0
     rows = size(profile, args.concurrent_users, args.clip_seconds, args.period_s, args.cores_per_node,
                 args.gpus_per_node, args.threads_per_replica)
-    print("\n".join(_table(["quantity", "value"], rows)))
+    print("\n".join(table(["quantity", "value"], rows)))
     return 0
 
 

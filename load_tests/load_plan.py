@@ -7,8 +7,10 @@ shows in the report. Times are seconds since the Locust run started.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 #: Each Locust user pauses uniformly between these seconds after every answer (its think time).
 USER_WAIT_S = (0.1, 0.5)
@@ -100,3 +102,15 @@ def plan_from_arguments(args: Any, prefix: str = "") -> LoadPlan:
     field = prefix.replace("-", "_")
     return LoadPlan(getattr(args, f"{field}max_users"), getattr(args, f"{field}ramp_up"), getattr(args, f"{field}hold"),
                     getattr(args, f"{field}ramp_down"), getattr(args, f"{field}idle"))
+
+
+def locust_command(url: str, plan: LoadPlan, f0_method: str, request_log: Path, voices: str = "",
+                   extra: Sequence[str] = ()) -> list[str]:
+    """The headless Locust command that runs load_tests/locustfile.py with this plan against `url`,
+    logging every request to `request_log`; `extra` are further Locust options."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")), "--headless",
+           "--host", url, *extra,
+           "--load-max-users", str(plan.max_users), "--load-ramp-up", str(plan.ramp_up_s),
+           "--load-hold", str(plan.hold_s), "--load-ramp-down", str(plan.ramp_down_s), "--load-idle", str(plan.idle_s),
+           "--load-f0-method", f0_method, "--load-request-log", str(request_log)]
+    return cmd + (["--load-voices", voices] if voices else [])

@@ -29,10 +29,9 @@ from serve_app import testing as service  # sets RAY_AUTH_MODE before anything i
 
 from . import report
 from .clips import SENTENCES, fetch_voices, speak
-from .load_plan import LoadPlan, add_plan_arguments, plan_from_arguments
+from .load_plan import LoadPlan, add_plan_arguments, locust_command, plan_from_arguments
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
 
 AUTOSCALABLE = ("content", "pitch", "synthesizer")
 #: Autoscaling metrics are pushed this often (Serve's default is 10 s) on the local cluster.
@@ -164,16 +163,9 @@ def warm_up(url: str, voices: str) -> None:
 def run_locust(args: argparse.Namespace, url: str, plan: LoadPlan, work: Path) -> Path:
     """Run Locust headless for the plan; returns the request log path."""
     request_log = work / "requests.jsonl"
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "--host", url,
+    cmd = locust_command(url, plan, args.f0_method, request_log, args.voices, extra=[
         "--csv", str(work / "locust"), "--csv-full-history", "--only-summary", "--loglevel", "WARNING",
-        "--stop-timeout", str(USER_STOP_TIMEOUT_S),
-        "--load-max-users", str(plan.max_users), "--load-ramp-up", str(plan.ramp_up_s),
-        "--load-hold", str(plan.hold_s), "--load-ramp-down", str(plan.ramp_down_s), "--load-idle", str(plan.idle_s),
-        "--load-f0-method", args.f0_method, "--load-request-log", str(request_log),
-    ]
-    if args.voices:
-        cmd += ["--load-voices", args.voices]
+        "--stop-timeout", str(USER_STOP_TIMEOUT_S)])
     print(f"[load] locust for {plan.total_s:.0f} s: {shlex.join(cmd)}", flush=True)
     proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT))
     try:

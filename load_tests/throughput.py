@@ -19,13 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .load_plan import LoadPlan
+from .load_plan import LoadPlan, locust_command
 from bench.report import table
 
 from .report import Request, read_request_log, summarize
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent
+REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Seconds Locust may run past its plan before it is stopped.
 GRACE_S = 120
 
@@ -69,12 +68,8 @@ def run_fixed_users(url: str, users: int, warmup_s: float, window_s: float, f0_m
         work = work or Path(tmp)
         log = work / f"requests-{users}.jsonl"
         plan = LoadPlan(max_users=users, ramp_up_s=0, hold_s=warmup_s + window_s, ramp_down_s=0, idle_s=0)
-        cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "--host", url,
-               "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "0",
-               "--load-max-users", str(users), "--load-ramp-up", "0", "--load-hold", str(plan.hold_s),
-               "--load-ramp-down", "0", "--load-idle", "0", "--load-f0-method", f0_method, "--load-request-log", str(log)]
-        if voices:
-            cmd += ["--load-voices", voices]
+        cmd = locust_command(url, plan, f0_method, log, voices,
+                             extra=["--only-summary", "--loglevel", "WARNING", "--stop-timeout", "0"])
         proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _, err = proc.communicate(timeout=plan.total_s + GRACE_S)

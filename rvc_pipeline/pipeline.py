@@ -249,7 +249,7 @@ def synthesize_chunks(voice: Voice, jobs: Sequence[ChunkJob]) -> list[np.ndarray
     """
     items = [synthesis_item(voice, job) for job in jobs]
     ready = [item for item in items if item is not None]
-    outputs = iter(voice.synthesizer.infer_batch(ready)) if ready else iter(())
+    outputs = iter(voice.synthesizer.infer_batch(ready))
     return [np.zeros(0, dtype=np.float32) if item is None else next(outputs)[0].cpu().numpy() for item in items]
 
 

@@ -15,6 +15,14 @@ from ..constants import SAMPLE_RATE
 from ..tts import espeak_wav
 
 
+def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """10 log10(|reference|^2 / |reference - test|^2) in dB over the common length, in float64."""
+    n = min(len(reference), len(test))
+    ref = np.asarray(reference[:n], dtype=np.float64)
+    noise = np.sum((ref - np.asarray(test[:n], dtype=np.float64)) ** 2)
+    return float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-30)))
+
+
 def espeak_speech(text: str, *, voice: str = "en", speed_wpm: int | None = 150) -> np.ndarray:
     """(N,) float32 speech at 16 kHz spoken by espeak-ng (`speed_wpm` None: espeak-ng's default)."""
     from ..audio import resample

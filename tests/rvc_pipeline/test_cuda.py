@@ -6,21 +6,16 @@ Noise is zeroed where devices are compared (CUDA and CPU generators draw differe
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from rvc_pipeline import ChunkingConfig, ConversionOptions, load_voice
 from rvc_pipeline.pipeline import synthesize_chunk, synthesize_chunks
+from rvc_pipeline.testing.audio import snr_db
 
 from .test_pipeline import _chunk_job
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
-
-
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    noise = np.sum((reference.astype(np.float64) - test) ** 2)
-    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / max(noise, 1e-30)))
 
 
 @pytest.fixture
