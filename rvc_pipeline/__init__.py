@@ -4,13 +4,17 @@
     voice = load_voice("models/alice.pth", "models/alice.index")
     encoder = load_content_encoder("models/assets/hubert_base.pt")
     result = convert(decode_audio("in.wav"), voice, encoder, PitchEstimator())
+    # or each voice with the encoder its checkpoint names, from models/assets/:
+    result = convert(decode_audio("in.wav"), voice, ContentEncoders("models"), PitchEstimator())
     # result.audio: (M,) float32 at result.sample_rate
 
 Never imports a serving framework; `serve_app` builds on these names only.
 """
 
 from .audio import decode_audio, encode_wav, write_audio
+from .output_format import OUTPUT_FORMATS, encode_audio
 from .content import ContentEncoder, load_content_encoder
+from .encoders import ContentEncoders, EncoderRef
 from .errors import (
     AssetNotFoundError,
     AudioError,
@@ -51,11 +55,14 @@ __all__ = [
     "ChunkJob",
     "ChunkingConfig",
     "ContentEncoder",
+    "ContentEncoders",
     "ConversionOptions",
     "ConversionResult",
     "DEFAULT_PITCH_METHOD",
+    "EncoderRef",
     "ModelsFolder",
     "OPTION_SPECS",
+    "OUTPUT_FORMATS",
     "OptionError",
     "OptionParseError",
     "OptionSpec",
@@ -71,6 +78,7 @@ __all__ = [
     "convert",
     "decode_audio",
     "describe_checkpoint",
+    "encode_audio",
     "encode_wav",
     "estimate_pitch",
     "extract_features",

@@ -32,7 +32,7 @@ from .constants import SAMPLE_RATE as SAMPLE_RATE_16K  # the rate of everything 
 from .errors import AudioError, AudioTooLongError
 
 #: Suffixes `write_audio` can write (and the formats `decode_audio` is tested on).
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 #: soxr quality preset; "HQ" is what librosa's default `res_type="soxr_hq"` selects.
 RESAMPLE_QUALITY = "HQ"
@@ -51,9 +51,6 @@ _UNKNOWN_FRAMES = 2**63 - 1
 # Without a duration limit, never pre-allocate more than this (10 minutes at 16 kHz)
 # on the word of a header; the buffer grows if the audio really is longer.
 _MAX_PREALLOCATED = 10 * 60 * SAMPLE_RATE_16K
-
-# MPEG-1/2/2.5 layer III only supports these rates (libsndfile refuses any other).
-_MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 
 _HELP_FORMATS = "use WAV, FLAC, OGG (Vorbis/Opus) or MP3, e.g. `ffmpeg -i input output.wav`"
 
@@ -103,47 +100,34 @@ def to_int16_pcm(audio: np.ndarray) -> np.ndarray:
         return np.zeros(y.shape, dtype=np.int16)
     if not np.isfinite(y).all():
         raise AudioError("cannot convert audio with NaN or infinite samples to 16-bit PCM")
-    return (y * np.float32(32768.0 / _peak_divisor(y))).astype(np.int16)
+    return (y * np.float32(32768.0 / peak_divisor(y))).astype(np.int16)
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
     """Encode mono float audio (n,) at `sample_rate` Hz as a 16-bit PCM WAV file."""
-    buf = io.BytesIO()
-    sf.write(buf, to_int16_pcm(audio), int(sample_rate), format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    from .output_format import encode_audio
+
+    return encode_audio(audio, sample_rate, "wav")
 
 
-def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write mono float audio (n,) at `sample_rate` Hz; the format follows the suffix.
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, format_name: str | None = None) -> Path:
+    """Write mono float audio (n,) at `sample_rate` Hz; returns the path written.
 
-    .wav and .flac: 16-bit PCM by RVC's int16 rule (`to_int16_pcm`). .ogg (Vorbis)
-    and .mp3: float samples with the same peak rule (brought down to 0.99 when
-    louder). MP3 only allows some rates (8 to 48 kHz); other rates (e.g. 40 kHz
-    models) are resampled up to the next allowed rate. Returns the path written.
+    The format is `format_name` (an `output_format.OUTPUT_FORMATS` name) or else follows
+    the suffix: .wav and .flac are 16-bit PCM by RVC's int16 rule (`to_int16_pcm`); .ogg
+    (Vorbis), .opus and .mp3 keep float samples with the same peak rule. MP3 and Opus only
+    allow some rates; other rates (e.g. 40 kHz models) are resampled up to the next one.
     """
+    from .output_format import FORMAT_BY_SUFFIX, encode_audio
+
     path = Path(path)
     suffix = path.suffix.lower()
-    y = np.asarray(audio, dtype=np.float32)
-    if y.ndim != 1:
-        raise AudioError(f"write_audio expects mono audio of shape (n,), got {y.shape}")
-    if suffix in (".wav", ".flac"):
-        sf.write(path, to_int16_pcm(y), int(sample_rate), format=suffix[1:].upper(), subtype="PCM_16")
-    elif suffix in (".ogg", ".mp3"):
-        if not np.isfinite(y).all():
-            raise AudioError("cannot write audio with NaN or infinite samples")
-        if y.size:
-            y = y / np.float32(_peak_divisor(y))
-        if suffix == ".ogg":
-            sf.write(path, y, int(sample_rate), format="OGG", subtype="VORBIS")
-        else:
-            rate = int(sample_rate)
-            if rate not in _MP3_RATES:
-                new_rate = next((r for r in _MP3_RATES if r >= rate), _MP3_RATES[-1])
-                y, rate = np.clip(resample(y, rate, new_rate), -1.0, 1.0), new_rate
-            sf.write(path, y, rate, format="MP3", subtype="MPEG_LAYER_III")
-    else:
-        raise AudioError(
-            f"cannot write {path.name!r}: unknown suffix {suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if format_name is None:
+        if suffix not in FORMAT_BY_SUFFIX:
+            raise AudioError(
+                f"cannot write {path.name!r}: unknown suffix {suffix!r}; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        format_name = FORMAT_BY_SUFFIX[suffix]
+    path.write_bytes(encode_audio(np.asarray(audio, dtype=np.float32), sample_rate, format_name))
     return path
 
 
@@ -259,7 +243,7 @@ def _fix_length(y: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([y, np.zeros(size - len(y), dtype=y.dtype)])
 
 
-def _peak_divisor(y: np.ndarray) -> float:
+def peak_divisor(y: np.ndarray) -> float:
     """max(a, 1) with a = max|y| / 0.99 (RVC's peak rule; 0.99 is its target peak)."""
     return max(float(np.abs(y).max()) / 0.99, 1.0)
 

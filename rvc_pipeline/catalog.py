@@ -2,7 +2,8 @@
 
     catalog = VoiceCatalog()                     # ./models (or $RVC_MODELS_DIR), demo fallback on
     catalog.list_voices()                        # the folder's voices, or the labelled demo voice
-    catalog.encoder_path                         # the user's encoder, or the demo encoder
+    catalog.encoder_path                         # the user's contentvec encoder, or the demo encoder
+    catalog.encoder_for_voice("bob", metadata)   # the encoder bob names (EncoderRef: path or problem)
     catalog.notices()                            # what to tell the user once (missing folder, demo in use)
     catalog.label(path)                          # "<models>/alice.pth": a path as answers may show it
 
@@ -15,8 +16,10 @@ replicas run on other nodes than the one that started the app.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Mapping
 
 from .demo import DEMO_VOICE_NAME, DemoAssets, write_demo_assets
+from .encoders import DEFAULT_ENCODER, EncoderRef
 from .models_folder import ASSETS_DIRNAME, MODELS_DIR_ENV, ModelsFolder, VoiceEntry
 
 #: Shown wherever the demo is in use.
@@ -32,7 +35,8 @@ MODELS_LABEL, DEMO_DIR_LABEL, ENCODER_LABEL, RMVPE_LABEL = "<models>", "<demo>",
 class VoiceCatalog:
     """A models folder with the demo voice/encoder added where the folder has none.
 
-    models_dir, content_encoder, rmvpe: as `ModelsFolder` (None = environment, then ./models).
+    models_dir, content_encoder, rmvpe, encoders, voice_encoders: as `ModelsFolder` (None =
+    environment, then ./models).
     demo_fallback: provide the untrained demo where the folder lacks voices or an encoder.
     demo_dir: where the demo files are written (default $RVC_CACHE_DIR/demo).
     Raises AssetNotFoundError when an explicitly named encoder or RMVPE file is missing.
@@ -46,8 +50,11 @@ class VoiceCatalog:
         rmvpe: str | Path | None = None,
         demo_fallback: bool = True,
         demo_dir: str | Path | None = None,
+        encoders: Mapping[str, str | Path] | None = None,
+        voice_encoders: Mapping[str, str] | None = None,
     ) -> None:
-        self.folder = ModelsFolder(models_dir, content_encoder=content_encoder, rmvpe=rmvpe)
+        self.folder = ModelsFolder(models_dir, content_encoder=content_encoder, rmvpe=rmvpe,
+                                   encoders=encoders, voice_encoders=voice_encoders)
         encoder = self.folder.content_encoder_path()
         has_voices = bool(self.folder.list_voices())
         self.demo: DemoAssets | None = None
@@ -75,6 +82,21 @@ class VoiceCatalog:
         if self.voices_are_demo and name == DEMO_VOICE_NAME:
             return self._demo_entry()
         return self.folder.find_voice(name)
+
+    def find_encoder(self, name: str) -> EncoderRef:
+        """The content encoder called `name`; contentvec is the demo encoder where the folder has none."""
+        if name == DEFAULT_ENCODER and self.encoder_is_demo:
+            return EncoderRef(name, self.encoder_path, demo=True)
+        return self.folder.find_encoder(name)
+
+    def encoder_for_voice(self, voice_name: str, metadata: Mapping[str, Any] | None) -> EncoderRef:
+        """The encoder the voice uses (the demo voice: contentvec), found but not loaded; see
+        `ModelsFolder.encoder_for_voice`."""
+        if self.voices_are_demo and voice_name == DEMO_VOICE_NAME:
+            return self.find_encoder(DEFAULT_ENCODER)
+        if self.encoder_is_demo and self.folder.encoder_name_for(voice_name, metadata) == DEFAULT_ENCODER:
+            return self.find_encoder(DEFAULT_ENCODER)
+        return self.folder.encoder_for_voice(voice_name, metadata)
 
     def notices(self, *, labelled: bool = True) -> list[str]:
         """What the user should be told once: a missing models folder, the demo in use.
@@ -104,6 +126,7 @@ class VoiceCatalog:
             places.append((self.encoder_path, ENCODER_LABEL))
         if self.rmvpe_path is not None:
             places.append((self.rmvpe_path, RMVPE_LABEL))
+        places += [(path, f"<{name}-encoder>") for name, path in self.folder.encoder_paths.items()]
         for path, label in places:
             if label != MODELS_LABEL and _is_inside(path, self.root):
                 continue  # "<models>/assets/hubert_base" says more than "<content-encoder>"

@@ -33,11 +33,15 @@ from .errors import CheckpointError, UnsupportedCheckpointError, VoiceNotFoundEr
 from .synth.config import STANDARD_CONFIGS, SynthesizerConfig
 
 #: Applio vocoders this library implements (§2.7; "HiFi-GAN" is RVC's GeneratorNSF).
-SUPPORTED_VOCODERS = ("HiFi-GAN",)
-#: dec.* key prefixes that only Applio's other vocoders have (§2.7).
-_FOREIGN_DECODER_KEYS = {
+SUPPORTED_VOCODERS = ("HiFi-GAN", "MRF HiFi-GAN", "RefineGAN")
+#: dec.* key prefixes that identify each decoder layout (§2.7; applio-layouts.md).
+_DECODER_KEYS = {
+    "dec.ups.": "HiFi-GAN",
+    "dec.resblocks.": "HiFi-GAN",
     "dec.upsamples.": "MRF HiFi-GAN",
     "dec.mrfs.": "MRF HiFi-GAN",
+    "dec.pre_conv.": "RefineGAN",
+    "dec.mel_conv.": "RefineGAN",
     "dec.downsample_blocks.": "RefineGAN",
     "dec.upsample_conv_blocks.": "RefineGAN",
     "dec.m_source.merge.": "RefineGAN",
@@ -62,6 +66,7 @@ class VoiceSpec:
     weights: dict[str, torch.Tensor] = field(repr=False)  # stored dtype (usually fp16), no enc_q.*
     metadata: dict[str, Any] = field(default_factory=dict)  # JSON-friendly extras from the file
     source_format: str = "webui"  # "webui" | "applio" | "training" | "generic"
+    vocoder: str = "HiFi-GAN"  # decoder layout: "HiFi-GAN" | "MRF HiFi-GAN" | "RefineGAN"
 
     @property
     def content_dim(self) -> int:
@@ -123,6 +128,7 @@ def describe_checkpoint(path: str | Path) -> dict[str, Any]:
         "n_speakers": spec.n_speakers,
         "content_dim": spec.content_dim,
         "upsample_rates": list(spec.config.upsample_rates),
+        "vocoder": spec.vocoder,
         "tensors": len(spec.weights),
         "parameters": spec.n_elements,
         "dtype": ",".join(dtypes),
@@ -274,8 +280,26 @@ def _check_vocoder(path: Path, vocoder: Any) -> None:
     if vocoder not in SUPPORTED_VOCODERS:
         raise UnsupportedCheckpointError(
             f"{path}: vocoder {vocoder!r} (Applio) is not supported; only {', '.join(SUPPORTED_VOCODERS)} "
-            "voices can be converted. Re-train or export the voice with the HiFi-GAN vocoder."
+            "voices can be converted. Re-train or export the voice with one of those vocoders."
         )
+
+
+def _decoder_vocoder(path: Path, weights: Mapping[str, torch.Tensor], declared: Any) -> str:
+    """The decoder layout the dec.* keys show, checked against the metadata `vocoder`."""
+    found = sorted({vocoder for prefix, vocoder in _DECODER_KEYS.items() if any(k.startswith(prefix) for k in weights)})
+    if len(found) > 1:
+        examples = "; ".join(
+            f"{v}: {next(k for k in sorted(weights) if any(k.startswith(p) for p, w in _DECODER_KEYS.items() if w == v))}"
+            for v in found
+        )
+        raise CheckpointError(f"{path}: the dec.* tensors mix the layouts of several vocoders ({examples}); {_FIX}")
+    vocoder = found[0] if found else "HiFi-GAN"
+    if isinstance(declared, str) and declared != vocoder:
+        raise CheckpointError(
+            f"{path}: metadata says vocoder {declared!r} but the dec.* tensors are a {vocoder} decoder "
+            f"(keys such as {next((k for k in sorted(weights) if k.startswith('dec.')), 'none')}); {_FIX}"
+        )
+    return vocoder
 
 
 def _check_labels(path: Path, spec: VoiceSpec, obj: Mapping[str, Any]) -> None:
@@ -366,11 +390,9 @@ def _build_spec(path: Path, weights: dict[str, torch.Tensor], *, hint: Synthesiz
                 sample_rate: int | None, spec_channels: int | None, metadata: dict[str, Any],
                 source_format: str) -> VoiceSpec:
     """Derive the architecture from the tensors, cross-check it against `hint`, wrap it up."""
-    for prefix, vocoder in _FOREIGN_DECODER_KEYS.items():
-        if any(k.startswith(prefix) for k in weights):
-            _check_vocoder(path, vocoder)
+    vocoder = _decoder_vocoder(path, weights, metadata.get("vocoder"))
     try:
-        config, version, f0 = _derive_config(weights, hint, sample_rate, spec_channels)
+        config, version, f0 = _derive_config(weights, hint, sample_rate, spec_channels, vocoder)
     except KeyError as e:
         raise CheckpointError(f"{path}: the state dict has no {e.args[0]}, so it is not a complete RVC "
                               f"synthesizer; {_FIX}") from e
@@ -379,7 +401,7 @@ def _build_spec(path: Path, weights: dict[str, torch.Tensor], *, hint: Synthesiz
     if config.resblock != "1" and source_format == "applio":
         raise UnsupportedCheckpointError(f"{path}: Applio voices use resblock '1' only; found {config.resblock!r}")
     return VoiceSpec(version=version, f0=f0, sample_rate=config.sample_rate, config=config, weights=weights,
-                     metadata=metadata, source_format=source_format)
+                     metadata=metadata, source_format=source_format, vocoder=vocoder)
 
 
 def _need(weights: Mapping[str, torch.Tensor], prefix: str, ndim: int) -> torch.Size:
@@ -391,8 +413,19 @@ def _need(weights: Mapping[str, torch.Tensor], prefix: str, ndim: int) -> torch.
     return shape
 
 
+def _check_hint(hint: SynthesizerConfig | None, derived: Mapping[str, Any]) -> None:
+    """ValueError naming every entry where the checkpoint's config list contradicts the tensors."""
+    if hint is None:
+        return
+    wrong = [f"{name}={getattr(hint, name)!r} but the tensors say {value!r}"
+             for name, value in derived.items() if getattr(hint, name) != value]
+    if wrong:
+        raise ValueError("config list contradicts the weights: " + "; ".join(wrong) + f"; {_FIX}")
+
+
 def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig | None,
-                   sample_rate: int | None, spec_channels: int | None) -> tuple[SynthesizerConfig, str, bool]:
+                   sample_rate: int | None, spec_channels: int | None,
+                   vocoder: str = "HiFi-GAN") -> tuple[SynthesizerConfig, str, bool]:
     """Read every shape-determined hyperparameter from the tensors (rvc-formats.md §2.2)."""
     hidden, content_dim = _need(weights, "enc_p.emb_phone", 2)
     version = {dim: v for v, dim in CONTENT_DIMS.items()}.get(content_dim)
@@ -402,6 +435,21 @@ def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig 
     ffn = _need(weights, "enc_p.encoder.ffn_layers.0.conv_1", 3)
     n_spk, gin = _need(weights, "emb_g", 2)
     k_channels = weights["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[-1]  # hidden / n_heads
+    if vocoder != "HiFi-GAN":
+        encoder = dict(
+            inter_channels=int(_need(weights, "enc_p.proj", 3)[0]) // 2,  # proj emits mean and log-scale
+            hidden_channels=int(hidden),
+            filter_channels=int(ffn[0]),
+            n_heads=int(hidden) // int(k_channels),
+            n_layers=_count(weights, "enc_p.encoder.attn_layers."),
+            kernel_size=int(ffn[2]),
+            gin_channels=int(gin),
+        )
+        config = _derive_applio_decoder(weights, vocoder, encoder, int(n_spk), hint, sample_rate, spec_channels)
+        if not f0:
+            raise ValueError(f"the {vocoder} decoder exists only for pitch-guided voices, but the weights have no "
+                             f"enc_p.emb_pitch; {_FIX}")
+        return config, version, f0
     n_stages = _count(weights, "dec.ups.")
     up_kernels = tuple(int(_need(weights, f"dec.ups.{s}", 3)[2]) for s in range(n_stages))
     n_res = _count(weights, "dec.resblocks.")
@@ -443,11 +491,7 @@ def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig 
         raise ValueError(f"upsample rates {list(rates)} with kernels {list(up_kernels)} do not give a hop of "
                          f"{hop} samples (10 ms at {sample_rate} Hz)")
     derived.update(upsample_rates=tuple(rates), sample_rate=sample_rate)
-    if hint is not None:
-        wrong = [f"{name}={getattr(hint, name)!r} but the tensors say {value!r}"
-                 for name, value in derived.items() if getattr(hint, name) != value]
-        if wrong:
-            raise ValueError("config list contradicts the weights: " + "; ".join(wrong) + f"; {_FIX}")
+    _check_hint(hint, derived)
     dilations = hint.resblock_dilation_sizes if hint is not None else None
     if dilations is None or len(dilations) != n_kernels or any(len(d) != n_dilations for d in dilations):
         default = {3: (1, 3, 5), 2: (1, 3)}.get(n_dilations)  # ResBlock1 / ResBlock2 defaults (§2.5)
@@ -465,6 +509,82 @@ def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig 
         **derived,
     )
     return config, version, f0
+
+
+def _derive_applio_decoder(weights: Mapping[str, torch.Tensor], vocoder: str, encoder: dict[str, Any], n_spk: int,
+                           hint: SynthesizerConfig | None, sample_rate: int | None,
+                           spec_channels: int | None) -> SynthesizerConfig:
+    """The config of an "MRF HiFi-GAN" or "RefineGAN" voice (applio-layouts.md): the decoder's
+    shape-determined hyperparameters from its tensors, the rest from the config list (or, for
+    files without one, the standard config of the sample rate)."""
+    derived: dict[str, Any] = dict(encoder)
+    if vocoder == "MRF HiFi-GAN":
+        n_stages = _count(weights, "dec.upsamples.")
+        n_kernels, n_dilations = _count(weights, "dec.mrfs.0."), _count(weights, "dec.mrfs.0.0.layers.")
+        if n_stages == 0 or n_kernels == 0 or n_dilations == 0:
+            raise ValueError(f"MRF decoder has {n_stages} upsamplers and {n_kernels} MRF blocks of {n_dilations} "
+                             f"layers; {_FIX}")
+        up_kernels = tuple(int(_need(weights, f"dec.upsamples.{s}", 3)[2]) for s in range(n_stages))
+        derived.update(
+            resblock="1",
+            resblock_kernel_sizes=tuple(int(_need(weights, f"dec.mrfs.0.{j}.layers.0.conv1", 3)[2])
+                                        for j in range(n_kernels)),
+            upsample_initial_channel=int(_need(weights, "dec.conv_pre", 3)[0]),
+            upsample_kernel_sizes=up_kernels,
+        )
+        tail = _rates_from_noise_convs(weights, n_stages)
+        if tail is None:
+            raise KeyError("dec.noise_convs.0.weight")
+        if sample_rate is None:
+            sample_rate = _standard_rate(up_kernels, tail, spec_channels)
+    else:  # RefineGAN: no tensor depends on the rates; they come from the config (Applio's per-rate json)
+        n_stages = _count(weights, "dec.downsample_blocks.")
+        if n_stages == 0 or n_stages != _count(weights, "dec.upsample_conv_blocks."):
+            raise ValueError(f"RefineGAN decoder has {n_stages} downsampling and "
+                             f"{_count(weights, 'dec.upsample_conv_blocks.')} upsampling blocks; {_FIX}")
+        n_kernels = _count(weights, "dec.upsample_conv_blocks.0.blocks.")
+        derived.update(
+            resblock="1",
+            resblock_kernel_sizes=tuple(int(_need(weights, f"dec.upsample_conv_blocks.0.blocks.{j}.1.convs1.0", 3)[2])
+                                        for j in range(n_kernels)),
+            upsample_initial_channel=2 * int(_need(weights, "dec.mel_conv", 3)[0]),
+        )
+        n_dilations, tail, up_kernels = 3, None, None
+        if sample_rate is None:
+            raise ValueError("cannot tell the sample rate: a RefineGAN decoder's tensors do not depend on it and the "
+                             "file stores none; export the voice from Applio first")
+    if sample_rate <= 0 or sample_rate % FRAME_RATE_HZ:
+        raise ValueError(f"sample rate {sample_rate} Hz is not a whole number of samples per 10 ms frame")
+    hop = sample_rate // FRAME_RATE_HZ
+    standard = STANDARD_CONFIGS.get(("v2", sample_rate))
+    if tail is not None:
+        if hop % math.prod(tail):
+            raise ValueError(f"the NSF noise convolutions (strides {tail}) do not fit a hop of {hop} at {sample_rate} Hz")
+        rates = (hop // math.prod(tail), *tail)
+    elif hint is not None:
+        rates, up_kernels = hint.upsample_rates, hint.upsample_kernel_sizes
+    elif standard is not None:
+        rates, up_kernels = standard.upsample_rates, standard.upsample_kernel_sizes
+    else:
+        raise ValueError(f"cannot tell the upsample rates of this RefineGAN decoder at {sample_rate} Hz: the file has "
+                         "no config list and Applio has no standard config for that rate")
+    if len(rates) != n_stages or math.prod(rates) != hop:
+        raise ValueError(f"upsample rates {list(rates)} do not give a hop of {hop} samples (10 ms at {sample_rate} Hz) "
+                         f"in {n_stages} stages")
+    derived.update(upsample_rates=tuple(rates), upsample_kernel_sizes=tuple(up_kernels), sample_rate=sample_rate)
+    _check_hint(hint, derived)
+    dilations = hint.resblock_dilation_sizes if hint is not None else None
+    if dilations is None or len(dilations) != n_kernels or any(len(d) != n_dilations for d in dilations):
+        dilations = ((1, 3, 5),) * n_kernels  # Applio's configs (RefineGAN hard-codes them)
+    return SynthesizerConfig(
+        spec_channels=spec_channels or (hint.spec_channels if hint else 0)
+        or (standard.spec_channels if standard else (513 if sample_rate <= 32000 else 1025)),
+        segment_size=hint.segment_size if hint else 32,
+        p_dropout=hint.p_dropout if hint else 0.0,
+        resblock_dilation_sizes=tuple(tuple(d) for d in dilations),
+        spk_embed_dim=n_spk,
+        **derived,
+    )
 
 
 def _rates_from_noise_convs(weights: Mapping[str, torch.Tensor], n_stages: int) -> tuple[int, ...] | None:

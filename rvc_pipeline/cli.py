@@ -15,10 +15,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Any, NoReturn, Sequence
 
 from .catalog import VoiceCatalog
-from .errors import RVCError
+from .encoders import EncoderRef
+from .errors import OptionError, RVCError
 from .models_folder import VoiceEntry
 from .options import OPTION_SPECS, ConversionOptions
 
@@ -52,6 +53,9 @@ def get_parser() -> argparse.ArgumentParser:
     conv.add_argument("output", type=Path, help="output file (format from its suffix) or folder (WAV files)")
     conv.add_argument("--voice", required=True, help="voice name in the models folder, or a path to a .pth")
     conv.add_argument("--index", type=Path, help="retrieval .index (default: the voice's own, if any)")
+    conv.add_argument("--encoder", default=None, metavar="NAME_OR_PATH",
+                      help="content encoder for this voice: a name in the models folder's assets/ (<name>.pt or "
+                           "<name>/) or a path (default: the one the voice's file names, else contentvec)")
     _add_option_arguments(conv)
     conv.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     conv.add_argument(
@@ -66,12 +70,15 @@ def get_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print a voice checkpoint's metadata")
     info.add_argument("file", type=Path)
+
     return parser
 
 
 def _add_models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", type=Path, default=None, help="models folder (default: $RVC_MODELS_DIR or ./models)")
-    parser.add_argument("--content-encoder", type=Path, default=None, help="hubert_base.pt or a transformers folder")
+    parser.add_argument("--content-encoder", type=Path, default=None,
+                        help="the contentvec encoder (hubert_base.pt or a transformers folder), for voices that name "
+                             "no other; default <models>/assets/hubert_base.pt")
     parser.add_argument("--rmvpe", type=Path, default=None, help="rmvpe.pt (enables --f0-method rmvpe)")
     parser.add_argument("--no-demo", action="store_true",
                         help="never fall back to the untrained demo voice/encoder (the service's demo_fallback: false)")
@@ -95,44 +102,73 @@ def _resolve_voice(catalog: VoiceCatalog, name_or_path: str) -> VoiceEntry:
     return catalog.find_voice(text)
 
 
-def _collect_jobs(source: Path, target: Path) -> list[tuple[Path, Path]]:
-    from .audio import SUPPORTED_SUFFIXES
+def _voice_encoder(catalog: VoiceCatalog, voice_name: str, metadata: dict, choice: str | None) -> EncoderRef:
+    """The encoder to convert with: --encoder (a name in the models folder, or a path), else the
+    one the voice's checkpoint names (`embedder_model`), as the service picks it."""
+    if choice is None:
+        return catalog.encoder_for_voice(voice_name, metadata)
+    if "/" in choice or "\\" in choice or choice.lower().endswith(".pt"):
+        path = Path(choice).expanduser().absolute()
+        if not (path.is_file() or (path / "config.json").is_file()):
+            return EncoderRef(path.name, None, f"--encoder {choice}: no such file (or folder with config.json)")
+        return EncoderRef(path.name, path)
+    return catalog.find_encoder(choice)
 
+
+def _option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The conversion options from the flags; --f0-curve names a CSV file, whose text is the value."""
+    values = {spec.name: getattr(args, spec.name) for spec in OPTION_SPECS}
+    if values.get("f0_curve"):
+        path = Path(values["f0_curve"])
+        try:
+            values["f0_curve"] = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise OptionError(f"--f0-curve {path}: cannot read it as UTF-8 text ({type(e).__name__})") from None
+    return values
+
+
+def _collect_jobs(source: Path, target: Path, format_name: str | None = None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs. Outputs in a folder get the suffix of `format_name` (.wav by
+    default); a named output file must have a suffix that agrees with it."""
+    from .audio import SUPPORTED_SUFFIXES
+    from .output_format import OUTPUT_FORMATS
+
+    suffix = OUTPUT_FORMATS[format_name].suffix if format_name in OUTPUT_FORMATS else ".wav"
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
         if not files:
             fatal(f"no audio files ({', '.join(sorted(SUPPORTED_SUFFIXES))}) in folder {source}")
         if target.exists() and not target.is_dir():
             fatal(f"input is a folder, so the output must be a folder too, but {target} is a file")
-        return [(f, target / f"{f.stem}.wav") for f in files]
+        return [(f, target / f"{f.stem}{suffix}") for f in files]
     if not source.is_file():
         fatal(f"input {source} does not exist")
     if target.is_dir():
-        return [(source, target / f"{source.stem}.wav")]
+        return [(source, target / f"{source.stem}{suffix}")]
     if target.suffix.lower() not in SUPPORTED_SUFFIXES:
         fatal(f"cannot tell the output format from {target.name!r}; use one of {', '.join(sorted(SUPPORTED_SUFFIXES))}")
+    if format_name is not None and OUTPUT_FORMATS[format_name].suffix != target.suffix.lower():
+        fatal(f"--output-format {format_name} writes {OUTPUT_FORMATS[format_name].suffix} files, but the output is "
+              f"{target.name!r}; name it *{OUTPUT_FORMATS[format_name].suffix} or drop --output-format")
     return [(source, target)]
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert one file or a folder; returns the exit code."""
     try:
-        options = ConversionOptions.from_mapping({s.name: getattr(args, s.name) for s in OPTION_SPECS})
+        options = ConversionOptions.from_mapping(_option_values(args))
         catalog = _catalog(args)
         voice_entry = _resolve_voice(catalog, args.voice)
-        encoder_path, rmvpe_path = catalog.encoder_path, catalog.rmvpe_path
+        rmvpe_path = catalog.rmvpe_path
+        if args.encoder is not None:  # checked before any model loads; the voice's own is known once it has
+            _voice_encoder(catalog, voice_entry.name, {}, args.encoder).require()
     except RVCError as e:
         fatal(str(e))
     if args.index is not None and not args.index.is_file():
         fatal(f"index {args.index} does not exist")
-    if encoder_path is None:
-        fatal(
-            f"no content encoder found: put hubert_base.pt (or a transformers-style folder) in "
-            f"{catalog.folder.assets_dir}, or pass --content-encoder / set RVC_CONTENT_ENCODER"
-        )
     if options.f0_method == "rmvpe" and rmvpe_path is None:
         fatal(f"--f0-method rmvpe needs rmvpe.pt in {catalog.folder.assets_dir} (or --rmvpe / RVC_RMVPE)")
-    jobs = _collect_jobs(args.input, args.output)
+    jobs = _collect_jobs(args.input, args.output, options.output_format if args.output_format is not None else None)
 
     from tqdm import tqdm
 
@@ -150,6 +186,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             voice_entry.pth_path, args.index or voice_entry.index_path, name=voice_entry.name, device=device, dtype=dtype
         )
         voice.check_speaker(options.speaker_id)
+        encoder_path = _voice_encoder(catalog, voice.name, voice.metadata, args.encoder).require()
         encoder = load_content_encoder(encoder_path, device=device, dtype=dtype)
         estimator = PitchEstimator(device=device, rmvpe_path=rmvpe_path)
     except RVCError as e:
@@ -163,13 +200,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
             wav = audio_io.decode_audio(source, max_duration_s=args.max_duration)
             result = convert(wav, voice, encoder, estimator, options)
             target.parent.mkdir(parents=True, exist_ok=True)
-            audio_io.write_audio(target, result.audio, result.sample_rate)
+            audio_io.write_audio(target, result.audio, result.sample_rate, options.output_format
+                                 if args.output_format is not None else None)
         except RVCError as e:
             failures += 1
             tqdm.write(f"rvc: {source}: {e}", file=sys.stderr)
             continue
         logging.getLogger("rvc").info(
-            "%s -> %s (%s)", source, target, ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+            "%s -> %s (%s)%s", source, target, ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()),
+            f"; auto_key chose {result.auto_key:+d} semitones" if options.auto_key != "off" else "",
         )
     if failures:
         print(f"rvc: {failures} of {len(jobs)} files failed", file=sys.stderr)
@@ -196,6 +235,7 @@ def cmd_voices(args: argparse.Namespace) -> int:
                 "f0": info.get("f0"),
                 "speakers": info.get("n_speakers"),
                 "index": entry.index_path is not None,
+                **_encoder_row(catalog, entry.name, info),
                 "size_mb": round(entry.size_bytes / 1e6, 1),
                 "demo": entry.demo,
                 **({"error": info["error"]} if "error" in info else {}),
@@ -208,17 +248,27 @@ def cmd_voices(args: argparse.Namespace) -> int:
         print(f"no voices in {catalog.root}: put <name>.pth (optionally with <name>.index) there, "
               "or drop --no-demo to try the untrained demo voice")
         return 0
-    print(f"{'name':24} {'ver':4} {'rate':>6} {'f0':3} {'spk':>4} {'index':5} {'MB':>7}")
+    print(f"{'name':24} {'ver':4} {'rate':>6} {'f0':3} {'spk':>4} {'index':5} {'MB':>7} encoder")
     for r in rows:
         if "error" in r:
             print(f"{r['name']:24} unreadable: {r['error']}")
             continue
         print(
             f"{r['name']:24} {r['version']:4} {r['sample_rate']:>6} {'yes' if r['f0'] else 'no':3} "
-            f"{r['speakers']:>4} {'yes' if r['index'] else 'no':5} {r['size_mb']:>7}"
+            f"{r['speakers']:>4} {'yes' if r['index'] else 'no':5} {r['size_mb']:>7} "
+            f"{r['encoder']}{'' if r['encoder_present'] else ' (MISSING)'}"
             + ("  UNTRAINED DEMO: output is noise" if r["demo"] else "")
         )
     return 0
+
+
+def _encoder_row(catalog: VoiceCatalog, voice_name: str, info: dict) -> dict:
+    """The voice's content encoder and whether its files are there (nothing is loaded)."""
+    if "error" in info:
+        return {}
+    ref = catalog.encoder_for_voice(voice_name, info.get("metadata"))
+    return {"encoder": ref.name, "encoder_present": ref.present,
+            **({"encoder_problem": ref.problem} if ref.problem else {})}
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -8,9 +8,13 @@ Layout (root from the constructor, else $RVC_MODELS_DIR, else ./models):
     <root>/<name>/added_*.index        optionally its 'added_*' index ('trained_*' skipped)
     <root>/assets/hubert_base.pt       content encoder (or assets/hubert_base/ or
                                        assets/contentvec/: transformers folders with config.json)
+    <root>/assets/<encoder>.pt         the other encoders voices name (`embedder_model`: spin,
+    <root>/assets/<encoder>/           spin-v2, chinese-hubert-base, ...; see encoders.py)
     <root>/assets/rmvpe.pt             RMVPE pitch model (optional)
 
-$RVC_CONTENT_ENCODER and $RVC_RMVPE point at the assets elsewhere; constructor
+$RVC_CONTENT_ENCODER (contentvec) and $RVC_RMVPE point at the assets elsewhere, $RVC_ENCODERS
+("spin=/opt/spin.pt:...") at other encoders, and $RVC_VOICE_ENCODERS ("bob=my-encoder:...")
+picks a voice's encoder by name (needed by voices whose `embedder_model` is "custom"); constructor
 arguments override the environment. A voice name is a plain name, never a path:
 everything `find_voice` opens resolves inside the root, symlinks included.
 """
@@ -24,8 +28,11 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 from urllib.parse import unquote
 
+from . import encoders as enc
+from .encoders import EncoderRef
 from .errors import AssetNotFoundError, VoiceNotFoundError
 
 log = logging.getLogger(__name__)
@@ -118,9 +125,20 @@ class ModelsFolder:
         *,
         content_encoder: str | Path | None = None,
         rmvpe: str | Path | None = None,
+        encoders: Mapping[str, str | Path] | None = None,
+        voice_encoders: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root if root is not None else os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR).absolute()
+        if encoders is None:
+            encoders = enc.parse_pairs(os.environ.get(enc.ENCODERS_ENV), f"${enc.ENCODERS_ENV}")
+        if voice_encoders is None:
+            voice_encoders = enc.parse_pairs(os.environ.get(enc.VOICE_ENCODERS_ENV), f"${enc.VOICE_ENCODERS_ENV}")
+        #: encoder name -> its file elsewhere; voice name -> the encoder it uses (overrides its checkpoint)
+        self.encoder_paths = {str(k): Path(v).absolute() for k, v in encoders.items()}
+        self.voice_encoders = {str(k): str(v) for k, v in voice_encoders.items()}
         encoder = content_encoder if content_encoder is not None else os.environ.get(CONTENT_ENCODER_ENV) or None
+        if encoder is None:
+            encoder = self.encoder_paths.get(enc.DEFAULT_ENCODER)
         rmvpe_file = rmvpe if rmvpe is not None else os.environ.get(RMVPE_ENV) or None
         self._content_encoder = Path(encoder).absolute() if encoder is not None else None
         self._rmvpe = Path(rmvpe_file).absolute() if rmvpe_file is not None else None
@@ -203,14 +221,54 @@ class ModelsFolder:
                 raise AssetNotFoundError(f"content encoder {self._content_encoder} does not exist "
                                          f"(from --content-encoder or ${CONTENT_ENCODER_ENV})")
             return self._content_encoder
-        candidate = self.assets_dir / "hubert_base.pt"
-        if candidate.is_file():
-            return candidate
-        for folder in ("hubert_base", "contentvec"):
-            candidate = self.assets_dir / folder
-            if (candidate / "config.json").is_file():
-                return candidate
-        return None
+        return next((p for p in enc.candidates(self.assets_dir, enc.DEFAULT_ENCODER) if enc.usable(p)), None)
+
+    def find_encoder(self, name: str) -> EncoderRef:
+        """The content encoder called `name`: its override ($RVC_ENCODERS, the constructor; for
+        contentvec also $RVC_CONTENT_ENCODER), else the first of assets/<name>.pt, assets/<name>/
+        (see `encoders.candidates`). Never raises: a missing one has a `problem` naming what to add."""
+        problem = enc.encoder_name_problem(name)
+        if problem is not None:
+            return EncoderRef(str(name), None, f"invalid content encoder name {name!r}: {problem}; "
+                                               "an encoder name is a plain name, not a path")
+        if name == enc.CUSTOM_ENCODER:
+            return EncoderRef(name, None, "'custom' names no encoder file; say which encoder the voice "
+                              f"uses (voice_encoders in the service config, --encoder, or ${enc.VOICE_ENCODERS_ENV})")
+        if name == enc.DEFAULT_ENCODER:
+            try:
+                path = self.content_encoder_path()
+            except AssetNotFoundError as e:
+                return EncoderRef(name, None, str(e))
+        elif name in self.encoder_paths:
+            path = self.encoder_paths[name]
+            if not enc.usable(path):
+                return EncoderRef(name, None, f"content encoder {name!r}: {path} does not exist "
+                                              f"(or is a folder without config.json); from ${enc.ENCODERS_ENV} or the config")
+        else:
+            path = next((p for p in enc.candidates(self.assets_dir, name) if enc.usable(p)), None)
+        if path is None:
+            return EncoderRef(name, None, f"content encoder {name!r} is missing: add "
+                                          f"{enc.where_to_put(self.assets_dir, name)}")
+        return EncoderRef(name, path)
+
+    def encoder_name_for(self, voice_name: str, metadata: Mapping[str, Any] | None) -> str:
+        """The encoder a voice uses: its override, else its checkpoint's `embedder_model`, else contentvec."""
+        return self.voice_encoders.get(voice_name) or enc.embedder_of(metadata)
+
+    def encoder_for_voice(self, voice_name: str, metadata: Mapping[str, Any] | None) -> EncoderRef:
+        """`find_encoder` for the encoder the voice uses; a `problem` names the voice and the fix."""
+        name = self.encoder_name_for(voice_name, metadata)
+        ref = self.find_encoder(name)
+        if ref.problem is None:
+            return ref
+        if name == enc.CUSTOM_ENCODER:
+            problem = (f"voice {voice_name!r} was trained with a custom content encoder, which its file does not "
+                       f"name: put that encoder in {self.assets_dir} as <name>.pt or <name>/ and map the voice to "
+                       f"it (voice_encoders: {{{voice_name}: <name>}} in the service config, --encoder <name> in "
+                       f"the CLI, or ${enc.VOICE_ENCODERS_ENV}={voice_name}=<name>)")
+        else:
+            problem = f"voice {voice_name!r} cannot run: {ref.problem}"
+        return EncoderRef(name, None, problem)
 
     def rmvpe_path(self) -> Path | None:
         """The RMVPE weights: the explicit path ($RVC_RMVPE or the constructor), else

@@ -16,9 +16,11 @@ import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from .errors import OptionError, OptionParseError
+from .output_format import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
+from .pitch.controls import CHROMATIC, F0Curve, auto_key_target_hz, scale_pitch_classes
 from .pitch.estimator import DEFAULT_PITCH_METHOD, PITCH_METHODS, check_method
 
 if TYPE_CHECKING:
@@ -45,7 +47,8 @@ class OptionSpec:
 
     `minimum`/`maximum` bound numbers (None = unbounded); `off_value` is one more value
     allowed outside them (resample_sr's 0 = "keep the voice's rate"); `choices` lists
-    the allowed strings.
+    the allowed strings. A free-text field has `validator` (raises OptionError for a bad
+    value) and `allowed_text`, the allowed values in words.
     """
 
     name: str
@@ -57,6 +60,8 @@ class OptionSpec:
     off_value: Any = None
     choices: tuple[str, ...] | None = None
     unit: str = ""
+    validator: Callable[[str], Any] | None = None
+    allowed_text: str | None = None
 
     @property
     def flag(self) -> str:
@@ -72,6 +77,8 @@ class OptionSpec:
         """The allowed values in words, e.g. "-48 to 48 semitones" or "pm, harvest, ..."."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
+        if self.allowed_text is not None:
+            return self.allowed_text
         unit = f" {self.unit}" if self.unit else ""
         if self.maximum is None:
             text = f">= {_number_text(self.minimum)}{unit}"
@@ -83,7 +90,7 @@ class OptionSpec:
 
     def describe(self) -> str:
         """Help, allowed values and default in one line (CLI help, OpenAPI description)."""
-        return f"{self.help} ({self.allowed()}; default {_number_text(self.default)})"
+        return f"{self.help} ({self.allowed()}; default {_default_text(self.default)})"
 
     def json_schema(self) -> dict[str, Any]:
         """The field as JSON Schema (OpenAPI form field)."""
@@ -122,8 +129,12 @@ class OptionSpec:
     def check(self, value: Any) -> Any:
         """The validated value (bools refused, ints for int fields); `OptionError` otherwise."""
         if self.kind is str:
-            if self.choices is not None and (not isinstance(value, str) or value not in self.choices):
+            if not isinstance(value, str):
+                raise OptionError(f"{self.name} must be text, got {_quote(value)}")
+            if self.choices is not None and value not in self.choices:
                 raise OptionError(f"{self.name} must be one of {', '.join(self.choices)}, got {_quote(value)}")
+            if self.validator is not None and value != self.default:
+                self.validator(value)
             return value
         if self.kind is int:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -149,6 +160,11 @@ def _number_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _default_text(value: Any) -> str:
+    """A default as the docs show it: numbers as `_number_text`, the empty string as "empty"."""
+    return "empty" if value == "" else _number_text(value)
 
 
 def _quote(value: Any) -> str:
@@ -189,6 +205,34 @@ class ConversionOptions:
     speaker_id: int = _option(int, 0, "speaker of a multi-speaker voice", minimum=0)
     # Seeds z_p and the NSF noise. RVC draws unseeded noise.
     seed: int = _option(int, 0, "noise seed: the same seed gives the same output", minimum=0, maximum=2**64 - 1)
+
+    # Controls beyond the reference (Applio's and the classic WebUI's). Every default is "off",
+    # so a conversion with defaults stays the reference's, sample for sample.
+    # Applio `proposed_pitch`: a key chosen from the median voiced F0, added to f0_up_key.
+    auto_key: str = _option(str, "off", "choose a key that moves the median pitch to a target, added to f0_up_key",
+                            validator=auto_key_target_hz,
+                            allowed_text="off, male (155 Hz), female (255 Hz) or a target F0 in Hz (50 to 1100)")
+    # Applio `f0_autotune_strength`: f + (note - f) * strength, here on the shifted F0.
+    autotune: float = _option(float, 0.0, "pull the pitch to the nearest note: 0 = off, 1 = snap exactly",
+                              minimum=0, maximum=1)
+    autotune_scale: str = _option(str, CHROMATIC, "notes autotune may snap to", validator=scale_pitch_classes,
+                                  allowed_text="chromatic, or a key and scale such as 'A minor', 'F# major', "
+                                               "'D dorian', 'E minor pentatonic'")
+    # The classic WebUI's F0 file: replaces the final F0 over the curve's time range.
+    f0_curve: str = _option(str, "", "CSV rows 'time_s,f0_hz' that replace the pitch over their time range "
+                            "(POST /pitch returns one; a file in the CLI and the HTTP form)",
+                            validator=F0Curve.parse, allowed_text="CSV text, empty = off")
+    # Applio `formant_timbre` (stftpitchshift's distortion) and `formant_qfrency` (its lifter).
+    formant_shift: float = _option(float, 1.0, "scale the input's spectral envelope (formants) without changing "
+                                   "its pitch: 1 = off, > 1 brighter/smaller, < 1 darker/larger",
+                                   minimum=0.25, maximum=4, unit="x")
+    formant_quefrency: float = _option(float, 1.0, "cepstral lifter that separates formants from pitch "
+                                       "(used when formant_shift is not 1)", minimum=0.1, maximum=16, unit="ms")
+    # Applio `clean_audio` / `clean_strength`: noisereduce's spectral gating on the output.
+    denoise: float = _option(float, 0.0, "spectral-gating noise reduction of the output: 0 = off, 1 = strongest",
+                             minimum=0, maximum=1)
+    output_format: str = _option(str, DEFAULT_OUTPUT_FORMAT, "encoding of the converted audio",
+                                 choices=tuple(OUTPUT_FORMATS))
 
     def __post_init__(self) -> None:
         if isinstance(self.f0_method, str):
@@ -322,6 +366,6 @@ def options_markdown() -> str:
     """The conversion options as a Markdown table (README), written from `OPTION_SPECS`."""
     rows = ["| option (form field / `--flag`) | type | allowed | default | meaning |", "|---|---|---|---|---|"]
     for spec in OPTION_SPECS:
-        rows.append(f"| `{spec.name}` / `{spec.flag}` | {spec.type_name} | {spec.allowed()} | "
-                    f"`{_number_text(spec.default)}` | {spec.help} |")
+        default = "empty" if spec.default == "" else f"`{_number_text(spec.default)}`"
+        rows.append(f"| `{spec.name}` / `{spec.flag}` | {spec.type_name} | {spec.allowed()} | {default} | {spec.help} |")
     return "\n".join(rows) + "\n"

@@ -3,12 +3,14 @@
 Follows the reference pipeline (rvc-formats.md §5; RVC `infer/vc/pipeline.py`) step by
 step and constant by constant:
 
+    shape_input(audio, options)    the input's formant shift (off by default)
     prepare(audio)                 16 kHz input -> normalised, high-passed, padded signal
                                    and the silence-aware chunk boundaries
     estimate_pitch(prepared, ...)  F0 over the whole padded signal, shifted and quantised
+                                   (with the automatic key, autotune and F0 curve controls)
     extract_features(encoder, ...) content features of one chunk (50 frames/s)
     synthesize_chunk(voice, ...)   retrieval, protect, synthesis, trimming of one chunk
-    finish(chunks, prepared, ...)  join, loudness mix, resample, peak limit
+    finish(chunks, prepared, ...)  join, loudness mix, resample, denoise, peak limit
 
 The serving layer runs the same functions in different processes; given the same
 input, options and seed, both paths produce the same samples. `synthesize_chunks` runs
@@ -30,9 +32,12 @@ from scipy import signal
 
 from .constants import FRAMES_PER_SECOND, SAMPLE_RATE, WINDOW
 from .content import ContentEncoder
+from .encoders import ContentEncoders
 from .errors import AudioError, OptionError
+from .effects import reduce_noise, shift_formants
 from .options import ChunkingConfig, ConversionOptions
 from .pitch import PitchEstimator, coarse_f0, shift_f0
+from .pitch.controls import F0Curve, auto_key_target_hz, autotune, choose_auto_key
 from .synth.synthesizer import SynthesisItem
 from .voice import Voice
 
@@ -83,6 +88,11 @@ class Prepared:
         """Pitch frames of the padded signal (`p_len` in the reference)."""
         return self.padded.shape[0] // WINDOW
 
+    @property
+    def input_start_frame(self) -> int:
+        """The pitch frame of input time 0: the padding, x_pad seconds at 100 frames/s."""
+        return self.chunking.x_pad * FRAMES_PER_SECOND
+
     def chunk_audio(self, chunk: Chunk) -> np.ndarray:
         """(L,) float32 at 16 kHz: the content-encoder input of one chunk."""
         return self.padded[chunk.start : chunk.stop].astype(np.float32)
@@ -90,24 +100,35 @@ class Prepared:
 
 @dataclass(frozen=True)
 class PitchTrack:
-    """Pitch of the padded signal, 100 frames/s: `coarse` int64 in 1..255, `f0` Hz (0 = unvoiced)."""
+    """Pitch of the padded signal, 100 frames/s: `coarse` int64 in 1..255, `f0` Hz (0 = unvoiced).
+
+    `auto_key`: the semitones `options.auto_key` chose (added to f0_up_key); 0 when off.
+    """
 
     coarse: np.ndarray
     f0: np.ndarray
+    auto_key: int = 0
 
     def slice(self, chunk: Chunk) -> "PitchTrack":
         """The frames that belong to one chunk."""
         window = slice(chunk.frame_start, chunk.frame_stop)
-        return PitchTrack(self.coarse[window], self.f0[window])
+        return PitchTrack(self.coarse[window], self.f0[window], self.auto_key)
+
+    def input_f0(self, input_start_frame: int) -> np.ndarray:
+        """F0 (Hz) of the input's own frames: the track without the padding on each side."""
+        stop = self.f0.shape[0] - input_start_frame
+        return self.f0[input_start_frame:max(stop, input_start_frame)]
 
 
 @dataclass
 class ConversionResult:
-    """Converted audio: (M,) float32 in [-1, 1] at `sample_rate` Hz, with per-stage seconds."""
+    """Converted audio: (M,) float32 in [-1, 1] at `sample_rate` Hz, with per-stage seconds
+    and the key `options.auto_key` chose (0 when off or for voices without pitch)."""
 
     audio: np.ndarray
     sample_rate: int
     timings: dict[str, float] = field(default_factory=dict)
+    auto_key: int = 0
 
 
 def _silence_aware_cuts(filtered: np.ndarray, chunking: ChunkingConfig) -> list[int]:
@@ -169,17 +190,38 @@ def prepare(audio16k: np.ndarray, chunking: ChunkingConfig = ChunkingConfig.CPU_
     return Prepared(filtered=filtered, padded=padded, chunks=tuple(chunks), chunking=chunking)
 
 
+def shape_input(audio16k: np.ndarray, options: ConversionOptions) -> np.ndarray:
+    """The input as the conversion hears it: formant-shifted when `formant_shift` is not 1
+    (Applio shifts the 16 kHz input before anything else), otherwise unchanged."""
+    if options.formant_shift == 1:
+        return audio16k
+    return shift_formants(audio16k, options.formant_shift, options.formant_quefrency, SAMPLE_RATE)
+
+
 def estimate_pitch(
-    padded: np.ndarray, estimator: PitchEstimator, options: ConversionOptions
+    padded: np.ndarray, estimator: PitchEstimator, options: ConversionOptions, *, input_start_frame: int = 0
 ) -> PitchTrack:
     """F0 of the whole padded signal (Prepared.padded, 16 kHz), shifted by `f0_up_key`.
 
     Returns `padded.shape[0] // 160` frames. Unvoiced frames stay 0 (classic RVC).
+    `input_start_frame` is the frame of input time 0 (the padding: x_pad * 100), where
+    the automatic key measures and the F0 curve's times start. Order: estimate; choose
+    the automatic key on the input's frames; shift by f0_up_key + that key; autotune;
+    replace with the F0 curve. With every control off this is the reference's F0.
     """
     n_frames = padded.shape[0] // WINDOW
-    f0 = estimator.estimate(padded, n_frames, options.f0_method, filter_radius=options.filter_radius)
-    f0 = shift_f0(np.asarray(f0)[:n_frames], options.f0_up_key)
-    return PitchTrack(coarse=coarse_f0(f0).astype(np.int64), f0=f0.astype(np.float32))
+    f0 = np.asarray(estimator.estimate(padded, n_frames, options.f0_method, filter_radius=options.filter_radius))
+    f0 = f0[:n_frames]
+    auto_key = 0
+    target_hz = auto_key_target_hz(options.auto_key)
+    if target_hz is not None:
+        auto_key = choose_auto_key(f0[input_start_frame:n_frames - input_start_frame], target_hz)
+    f0 = shift_f0(f0, options.f0_up_key + auto_key)
+    if options.autotune > 0:
+        f0 = autotune(f0, options.autotune, options.autotune_scale)
+    if options.f0_curve:
+        f0 = F0Curve.parse(options.f0_curve).apply(f0, input_start_frame)
+    return PitchTrack(coarse=coarse_f0(f0).astype(np.int64), f0=f0.astype(np.float32), auto_key=auto_key)
 
 
 def extract_features(encoder: ContentEncoder, chunk_audio: np.ndarray, version: str) -> np.ndarray:
@@ -328,7 +370,7 @@ def output_sample_rate(voice_sample_rate: int, options: ConversionOptions) -> in
 def finish(
     chunk_outputs: Sequence[np.ndarray], prepared: Prepared, voice_sample_rate: int, options: ConversionOptions
 ) -> tuple[np.ndarray, int]:
-    """Join chunk outputs, mix loudness, resample and limit the peak.
+    """Join chunk outputs, mix loudness, resample, reduce noise (`denoise`) and limit the peak.
 
     Returns ((M,) float32 in [-1, 1], sample rate in Hz).
     """
@@ -340,6 +382,8 @@ def finish(
     sample_rate = output_sample_rate(voice_sample_rate, options)
     if sample_rate != voice_sample_rate:
         audio = librosa.resample(audio, orig_sr=voice_sample_rate, target_sr=sample_rate)
+    if options.denoise > 0:
+        audio = reduce_noise(audio, sample_rate, options.denoise)
     peak = np.abs(audio).max() / OUTPUT_PEAK_LIMIT
     if peak > 1:
         audio = audio / peak
@@ -349,7 +393,7 @@ def finish(
 def convert(
     audio16k: np.ndarray,
     voice: Voice,
-    encoder: ContentEncoder,
+    encoder: ContentEncoder | ContentEncoders,
     pitch_estimator: PitchEstimator | None = None,
     options: ConversionOptions | None = None,
     *,
@@ -358,6 +402,8 @@ def convert(
     """Convert speech or singing into `voice`, exactly as the reference RVC pipeline does.
 
     audio16k: (N,) float32 mono at 16 kHz (see `rvc_pipeline.audio.decode_audio`).
+    encoder: a loaded encoder, or a `ContentEncoders` set, which picks the voice's own (the
+    `embedder_model` its checkpoint names) from the models folder.
     pitch_estimator: required for pitch-guided voices.
     chunking: x_pad/x_query/x_center/x_max; by default chosen from the voice's device
     and precision as the reference does.
@@ -365,19 +411,21 @@ def convert(
     """
     options = options or ConversionOptions()
     voice.check_speaker(options.speaker_id)
+    if isinstance(encoder, ContentEncoders):
+        encoder = encoder.for_voice(voice)
     if voice.f0 and pitch_estimator is None:
         raise OptionError(f"voice {voice.name!r} is pitch-guided: a PitchEstimator is required")
     chunking = chunking or ChunkingConfig.for_device(voice.device, voice.dtype)
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    prepared = prepare(audio16k, chunking)
+    prepared = prepare(shape_input(audio16k, options), chunking)
     timings["prepare"] = time.perf_counter() - started
 
     pitch = None
     if voice.f0:
         started = time.perf_counter()
-        pitch = estimate_pitch(prepared.padded, pitch_estimator, options)
+        pitch = estimate_pitch(prepared.padded, pitch_estimator, options, input_start_frame=prepared.input_start_frame)
         timings["pitch"] = time.perf_counter() - started
 
     outputs = []
@@ -404,4 +452,5 @@ def convert(
     started = time.perf_counter()
     audio, sample_rate = finish(outputs, prepared, voice.sample_rate, options)
     timings["finish"] = time.perf_counter() - started
-    return ConversionResult(audio=audio, sample_rate=sample_rate, timings=timings)
+    return ConversionResult(audio=audio, sample_rate=sample_rate, timings=timings,
+                            auto_key=pitch.auto_key if pitch is not None else 0)

@@ -158,7 +158,8 @@ def load_voice(
     else:
         logger.info("voice %s has no retrieval index; converting without retrieval", name)
     try:
-        synthesizer = build_synthesizer(spec.config, spec.content_dim, spec.f0, spec.weights, device=device, dtype=dtype)
+        synthesizer = build_synthesizer(spec.config, spec.content_dim, spec.f0, spec.weights, device=device,
+                                        dtype=dtype, vocoder=spec.vocoder)
     except CheckpointError as e:
         raise type(e)(f"{path}: {e}") from e
     logger.debug("loaded voice %s from %s (%s, %s, %d Hz, f0=%s)", name, path, spec.source_format,

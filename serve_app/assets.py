@@ -17,6 +17,8 @@ def catalog_for(args: AppArgs) -> VoiceCatalog:
     return VoiceCatalog(
         args.models_dir, content_encoder=args.content_encoder, rmvpe=args.rmvpe,
         demo_fallback=args.demo_fallback, demo_dir=args.demo_dir,
+        # empty mappings leave $RVC_ENCODERS / $RVC_VOICE_ENCODERS in force, as content_encoder=None does
+        encoders=args.encoder_paths or None, voice_encoders=args.voice_encoders or None,
     )
 
 

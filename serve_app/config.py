@@ -73,7 +73,17 @@ class AppArgs(BaseModel):
     """Everything `serve_config.yaml` can set (`args:` of the application)."""
 
     models_dir: Optional[str] = Field(None, description="voices folder (default $RVC_MODELS_DIR or ./models)")
-    content_encoder: Optional[str] = Field(None, description="hubert_base.pt or transformers folder")
+    content_encoder: Optional[str] = Field(
+        None, description="the contentvec encoder (hubert_base.pt or transformers folder) for voices that name no other; "
+        "default assets/hubert_base.pt in models_dir")
+    encoder_paths: dict[str, str] = Field(
+        default_factory=dict, description="content encoder name -> its file or folder elsewhere (default "
+        "assets/NAME.pt or assets/NAME/ in models_dir; names: contentvec, spin, spin-v2, chinese-hubert-base, "
+        "japanese-hubert-base, korean-hubert-base, or your own)")
+    voice_encoders: dict[str, str] = Field(
+        default_factory=dict, description="voice name -> encoder name, over the embedder_model its file names "
+        "(required for voices trained with a 'custom' embedder)")
+    encoders_per_replica: int = Field(2, ge=1, description="content encoders cached per ContentFeatures replica (LRU)")
     rmvpe: Optional[str] = Field(None, description="rmvpe.pt (enables f0_method=rmvpe)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda where the cluster has a GPU, else cpu")
     precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp32 is exact")

@@ -84,92 +84,209 @@ def _dtype(args: AppArgs, device: str):
     return resolve_dtype(args.precision, resolve_device(device))
 
 
+class LoadedEncoder:
+    """A content encoder in ContentFeatures' multiplexer cache. Serve calls `__del__` when it evicts
+    it (LRU); requests still using it keep the encoder alive until they finish."""
+
+    def __init__(self, model_id: str, encoder: Any, info: dict[str, Any], on_evicted: Any) -> None:
+        self.model_id, self.encoder, self.info = model_id, encoder, info
+        self._on_evicted = on_evicted
+
+    def __del__(self) -> None:  # Serve's eviction, then the garbage collector: report once
+        callback, self._on_evicted = self._on_evicted, None
+        if callback is not None:
+            callback(self.model_id)
+
+
 @serve.deployment
 class ContentFeatures:
-    """HuBERT/ContentVec features of one chunk, loaded once per replica.
+    """HuBERT-like content features of one chunk, with the encoder the request's voice needs.
 
-    On a GPU, chunks of equal length from concurrent requests are batched (`@serve.batch`);
-    on the CPU every chunk runs on its own (batching pays nothing there and padding would
-    change the results).
+    Encoders are multiplexed by `voice_model_id(encoder name, files' fingerprint)` ("spin@3f2a..."),
+    as voices are in VoiceSynthesizer: loaded on first use, least recently used evicted past
+    `encoders_per_replica`. A call without a model id uses the default encoder (contentvec), which
+    is loaded and warmed up at start (so /health can describe it).
+
+    On a GPU, chunks of equal length and the same encoder from concurrent requests are batched
+    (`@serve.batch`); on the CPU every chunk runs on its own (batching pays nothing there and
+    padding would change the results).
     """
 
     def __init__(self, args: AppArgs, device: str) -> None:
-        from rvc_pipeline import load_content_encoder
-        from rvc_pipeline.warmup import warm_up_encoder
+        from rvc_pipeline.encoders import DEFAULT_ENCODER
 
         _setup_torch(args)
-        catalog = catalog_for(args)
-        self.label = catalog.label(catalog.encoder_path)
-        self.demo = catalog.encoder_is_demo
-        self.device = device
+        self.catalog = catalog_for(args)
+        self.device, self.dtype = device, _dtype(args, device)
         self.batching = batching_enabled(args.batching, device)
         self.extract_batch.set_max_batch_size(args.feature_batch_size)
         self.extract_batch.set_batch_wait_timeout_s(args.feature_batch_wait_s)
-        self.encoder = None
-        # Without an encoder the replica still starts, so /health and /voices can say what to add.
-        self.missing = None if catalog.encoder_path is not None else (
-            f"no content encoder: put hubert_base.pt in {catalog.assets_hint()}, or set RVC_CONTENT_ENCODER")
+        self._lock = threading.RLock()  # RLock: an evicted encoder may report from a GC pass in any thread
+        self._held: dict[str, dict[str, Any]] = {}  # model id -> its info, while in the multiplexer's cache
+        self.stats = {"loads": 0, "evictions": 0}
+        context = serve.get_replica_context()
+        self.replica_id = context.replica_id.unique_id
+        self.app_name = context.replica_id.deployment_id.app_name
+        self._registry = None
+        # The per-replica limit comes from the config, so the multiplexed loader is built here.
+        self.get_encoder = serve.multiplexed(max_num_models_per_replica=args.encoders_per_replica)(self._load_fn())
+        default = self.catalog.find_encoder(DEFAULT_ENCODER)
+        self.default_id = voice_model_id(default.name, default.fingerprint)
+        self._preloaded: Optional[LoadedEncoder] = None
+        # Without the default encoder the replica still starts, so /health and /voices can say what to add.
+        self.missing = None if default.present else self._hide(
+            f"no content encoder: put hubert_base.pt in {self.catalog.assets_hint()}, or set RVC_CONTENT_ENCODER")
         if self.missing is not None:
             logger.error(self.missing)
-            return
-        self.encoder = load_content_encoder(catalog.encoder_path, device=device, dtype=_dtype(args, device))
-        started = time.perf_counter()
-        warm_up_encoder(self.encoder)
-        logger.info("content encoder %s loaded on %s%s, warmed up in %.2fs", self.label, device,
-                    " (UNTRAINED DEMO)" if self.demo else "", time.perf_counter() - started)
+            self.default_info: dict[str, Any] = {
+                "name": DEFAULT_ENCODER, "path": None, "demo": False, "missing": self.missing, "device": device,
+                "unsupported_versions": {"v1": self.missing, "v2": self.missing}}
+        else:
+            self._preloaded = self._load(default, self.default_id)
+            self.default_info = self._preloaded.info
+        self._report()
 
-    def info(self) -> dict[str, Any]:
-        """What /health and /voices show: the encoder's label, shape and which voice versions it
-        cannot serve (with why: a missing encoder serves none)."""
-        if self.encoder is None:
-            return {"path": None, "demo": False, "missing": self.missing, "device": self.device,
-                    "unsupported_versions": {"v1": self.missing, "v2": self.missing}}
-        return {
-            "path": self.label,
-            "demo": self.demo,
-            "label": "untrained demo content encoder (output is noise)" if self.demo else "user-provided",
-            "hidden_size": self.encoder.hidden_size,
-            "num_layers": self.encoder.num_layers,
+    def _hide(self, text: str) -> str:
+        from .http_utils import hide_paths
+
+        return hide_paths(text, self.catalog.path_labels())
+
+    def _load(self, ref: Any, model_id: str) -> LoadedEncoder:
+        """Load and warm up one encoder (blocking)."""
+        from rvc_pipeline import load_content_encoder
+        from rvc_pipeline.warmup import warm_up_encoder
+
+        started = time.perf_counter()
+        encoder = load_content_encoder(ref.path, device=self.device, dtype=self.dtype)
+        warm_up_encoder(encoder)
+        info = {
+            "name": ref.name,
+            "path": self.catalog.label(ref.path),
+            "demo": ref.demo,
+            "label": "untrained demo content encoder (output is noise)" if ref.demo else "user-provided",
+            "hidden_size": encoder.hidden_size,
+            "num_layers": encoder.num_layers,
             "device": self.device,
             "unsupported_versions": {
-                v: problem for v in ("v1", "v2") if (problem := self.encoder.problem_with(v)) is not None
+                v: problem for v in ("v1", "v2") if (problem := encoder.problem_with(v)) is not None
             },
         }
+        logger.info("content encoder %s (%s) loaded on %s%s, warmed up in %.2fs", ref.name, info["path"], self.device,
+                    " (UNTRAINED DEMO)" if ref.demo else "", time.perf_counter() - started)
+        return LoadedEncoder(model_id, encoder, info, self._on_evicted)
+
+    def _load_fn(self):
+        async def load(model_id: str):
+            return await self._load_encoder(model_id)
+
+        return load
+
+    @serve.multiplexed(max_num_models_per_replica=2)
+    async def get_encoder(self, model_id: str):  # replaced per instance in __init__
+        return await self._load_encoder(model_id)
+
+    async def _load_encoder(self, model_id: str) -> LoadedEncoder:
+        from rvc_pipeline.errors import CheckpointError, VoiceChangedError
+
+        # The encoder loaded at start serves its first request; a replica asked for another first
+        # drops it, so no more than `encoders_per_replica` are ever held.
+        preloaded, self._preloaded = self._preloaded, None
+        if preloaded is not None and preloaded.model_id == model_id:
+            loaded = preloaded
+        else:
+            del preloaded
+            name, fingerprint = split_model_id(model_id)
+            ref = self.catalog.find_encoder(name)
+            if not ref.present:
+                raise CheckpointError(ref.problem)
+            if ref.fingerprint != fingerprint:
+                raise VoiceChangedError(f"content encoder {name!r} changed on disk while the request was starting; retry")
+            loaded = await asyncio.to_thread(self._load, ref, model_id)
+        with self._lock:
+            self._held[model_id] = loaded.info
+            self.stats["loads"] += 1
+        self._report()
+        return loaded
+
+    def _on_evicted(self, model_id: str) -> None:
+        with self._lock:
+            if self._held.pop(model_id, None) is None:
+                return
+            self.stats["evictions"] += 1
+        logger.info("content encoder %r evicted on replica %s", model_id, self.replica_id)
+        self._report()
+
+    def state(self) -> dict[str, Any]:
+        """Encoders held by this replica (names, files, shapes) and counters, for /health."""
+        with self._lock:
+            held = sorted(self._held.values(), key=lambda e: e["name"])
+            if self._preloaded is not None:
+                held.append({**self._preloaded.info, "preloaded": True})
+            return {"replica": self.replica_id, "loaded_encoders": [e["name"] for e in held], "encoders": held,
+                    "device": self.device, **device_memory(self.device), **self.stats}
+
+    def _report(self) -> None:
+        try:
+            import ray
+
+            from .registry import get_encoder_registry
+
+            if self._registry is None:
+                self._registry = get_encoder_registry(self.app_name)
+            self._registry.report.remote(self.replica_id, self.state(), ray.get_runtime_context().current_actor)
+        except Exception as e:  # health reporting must never break feature extraction
+            logger.warning("could not report content encoders to the registry: %s", e)
+
+    def info(self) -> dict[str, Any]:
+        """What /health shows as `content_encoder`: the default (contentvec) encoder's label, shape
+        and which voice versions it cannot serve (with why: a missing encoder serves none)."""
+        return self.default_info
+
+    async def _current(self) -> LoadedEncoder:
+        return await self.get_encoder(serve.get_multiplexed_model_id() or self.default_id)
+
+    async def describe(self) -> dict[str, Any]:
+        """Load the request's encoder (multiplexed id) and return its info (`unsupported_versions`...)."""
+        return (await self._current()).info
 
     async def extract(self, chunk_audio: np.ndarray, version: str) -> tuple[np.ndarray, float]:
-        """(L,) float32 at 16 kHz -> ((T, 256|768) float32, seconds)."""
+        """(L,) float32 at 16 kHz -> ((T, 256|768) float32, seconds), with the request's encoder."""
+        loaded = await self._current()
         if self.batching:
-            return await self.extract_batch(chunk_audio, version)
-        return await asyncio.to_thread(self._extract_one, chunk_audio, version)
+            return await self.extract_batch(loaded, chunk_audio, version)
+        return await asyncio.to_thread(self._extract_one, loaded.encoder, chunk_audio, version)
 
-    def _extract_one(self, chunk_audio: np.ndarray, version: str) -> tuple[np.ndarray, float]:
+    def _extract_one(self, encoder: Any, chunk_audio: np.ndarray, version: str) -> tuple[np.ndarray, float]:
         from rvc_pipeline import extract_features
 
         started = time.perf_counter()
         try:
-            feats = extract_features(self.encoder, chunk_audio, version)
+            feats = extract_features(encoder, chunk_audio, version)
             return feats, time.perf_counter() - started
         finally:
             release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def extract_batch(self, chunks: list[np.ndarray], versions: list[str]) -> list[tuple[np.ndarray, float]]:
-        return await asyncio.to_thread(self._extract_grouped, chunks, versions)
+    async def extract_batch(self, loadeds: list[LoadedEncoder], chunks: list[np.ndarray],
+                            versions: list[str]) -> list[tuple[np.ndarray, float]]:
+        return await asyncio.to_thread(self._extract_grouped, loadeds, chunks, versions)
 
-    def _extract_grouped(self, chunks: list[np.ndarray], versions: list[str]) -> list[tuple[np.ndarray, float]]:
-        """Run equal-length, same-version chunks as one batch (no padding: results match single runs)."""
+    def _extract_grouped(self, loadeds: list[LoadedEncoder], chunks: list[np.ndarray],
+                         versions: list[str]) -> list[tuple[np.ndarray, float]]:
+        """Run equal-length, same-encoder, same-version chunks as one batch (no padding: results match single runs)."""
         import torch
 
         started = time.perf_counter()
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, (chunk, version) in enumerate(zip(chunks, versions)):
-            groups.setdefault((chunk.shape[0], version), []).append(i)
+        groups: dict[tuple[int, int, str], list[int]] = {}
+        for i, (loaded, chunk, version) in enumerate(zip(loadeds, chunks, versions)):
+            groups.setdefault((id(loaded), chunk.shape[0], version), []).append(i)
         results: list[Optional[np.ndarray]] = [None] * len(chunks)
-        param = next(self.encoder.parameters())
-        for (_, version), members in groups.items():
+        for (_, _, version), members in groups.items():
+            encoder = loadeds[members[0]].encoder
+            param = next(encoder.parameters())
             wav = torch.from_numpy(np.stack([np.asarray(chunks[i], dtype=np.float32) for i in members]))
             with torch.inference_mode():
-                feats = self.encoder.extract(wav.to(param.device, param.dtype), version).float().cpu().numpy()
+                feats = encoder.extract(wav.to(param.device, param.dtype), version).float().cpu().numpy()
             for row, i in enumerate(members):
                 results[i] = feats[row]
         seconds = (time.perf_counter() - started) / max(len(chunks), 1)
@@ -177,6 +294,13 @@ class ContentFeatures:
 
     def check_health(self) -> None:
         return None  # a missing encoder is reported by /health and /voices, not by restarting the replica
+
+    def __del__(self) -> None:
+        try:
+            if self._registry is not None:
+                self._registry.remove.remote(self.replica_id)
+        except Exception:
+            pass
 
 
 @serve.deployment
@@ -198,16 +322,16 @@ class PitchExtractor:
     def methods(self) -> list[str]:
         return list(self.estimator.available_methods())
 
-    async def estimate(self, padded: np.ndarray, options: Any) -> tuple[Any, float]:
-        """Prepared.padded (16 kHz) -> (PitchTrack, seconds)."""
-        return await asyncio.to_thread(self._estimate, padded, options)
+    async def estimate(self, padded: np.ndarray, options: Any, input_start_frame: int) -> tuple[Any, float]:
+        """Prepared.padded (16 kHz) and its frame of input time 0 -> (PitchTrack, seconds)."""
+        return await asyncio.to_thread(self._estimate, padded, options, input_start_frame)
 
-    def _estimate(self, padded: np.ndarray, options: Any) -> tuple[Any, float]:
+    def _estimate(self, padded: np.ndarray, options: Any, input_start_frame: int) -> tuple[Any, float]:
         from rvc_pipeline import estimate_pitch
 
         started = time.perf_counter()
         try:
-            track = estimate_pitch(np.array(padded), self.estimator, options)
+            track = estimate_pitch(np.array(padded), self.estimator, options, input_start_frame=input_start_frame)
             return track, time.perf_counter() - started
         finally:
             release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
@@ -225,7 +349,7 @@ def _chunk_job(features: tuple, pitch: Optional[tuple], chunk: Any, chunk_sample
     if pitch is not None:
         full, times["pitch"] = pitch
         part = full.slice(chunk)
-        track = PitchTrack(np.array(part.coarse), np.array(part.f0))
+        track = PitchTrack(np.array(part.coarse), np.array(part.f0), part.auto_key)
     return ChunkJob(np.array(feats), track, chunk_samples, options, chunking, seed), times
 
 

@@ -23,6 +23,7 @@ from rvc_pipeline import (
     VoiceNotFoundError,
 )
 from rvc_pipeline.errors import VoiceChangedError
+from rvc_pipeline.pitch.controls import MAX_F0_CURVE_CHARS
 from rvc_pipeline.tts import TTSError, TTSTimeoutError, espeak_wav
 
 
@@ -174,7 +175,9 @@ def parse_options(form: FormData, request_fields: Iterable[str]) -> ConversionOp
         if name in own:
             continue
         if isinstance(raw, UploadFile):
-            raise ServiceError(422, "invalid_request", f"{name[:100]} must be a form field, not a file")
+            if name not in FILE_OPTIONS:
+                raise ServiceError(422, "invalid_request", f"{name[:100]} must be a form field, not a file")
+            raw = _read_text_upload(raw, name)
         values[name] = raw
     try:
         return ConversionOptions.from_mapping(values)
@@ -182,6 +185,23 @@ def parse_options(form: FormData, request_fields: Iterable[str]) -> ConversionOp
         raise ServiceError(422, "invalid_request", str(e)) from e
     except OptionError as e:
         raise ServiceError(400, "invalid_option", str(e)) from e
+
+
+#: Options that may also come as an uploaded file (its text is the value).
+FILE_OPTIONS = frozenset({"f0_curve"})
+
+
+def _read_text_upload(upload: UploadFile, name: str) -> str:
+    """The UTF-8 text of a small uploaded file (already spooled by the form parser); 413 past the
+    option's size limit, 422 for text that is not UTF-8."""
+    data = upload.file.read(MAX_F0_CURVE_CHARS + 1)
+    upload.file.seek(0)
+    if len(data) > MAX_F0_CURVE_CHARS:
+        raise ServiceError(413, "upload_too_large", f"{name} is larger than {MAX_F0_CURVE_CHARS} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ServiceError(422, "invalid_request", f"{name} must be UTF-8 text (CSV rows time_s,f0_hz)") from None
 
 
 def require_text(form: FormData, name: str) -> str:

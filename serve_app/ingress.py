@@ -21,12 +21,14 @@ from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rvc_pipeline import OPTION_SPECS, describe_checkpoint, encode_wav, finish, prepare
+from rvc_pipeline import OPTION_SPECS, describe_checkpoint, finish, prepare
 from rvc_pipeline.audio import decode_audio
 from rvc_pipeline.constants import CONTENT_DIMS, SAMPLE_RATE
 from rvc_pipeline.demo import DEMO_LABEL
 from rvc_pipeline.errors import CheckpointError
-from rvc_pipeline.pipeline import chunk_seed
+from rvc_pipeline.output_format import OUTPUT_FORMATS, encode_audio
+from rvc_pipeline.pipeline import chunk_seed, shape_input
+from rvc_pipeline.pitch.controls import f0_curve_csv
 from rvc_pipeline.retrieval import check_index_header
 
 from .access import AccessControl, CORSGate
@@ -47,7 +49,7 @@ from .http_utils import (
     to_service_error,
 )
 from .metrics import ServiceMetrics
-from .registry import get_registry
+from .registry import get_encoder_registry, get_registry
 from .memory_trace import maybe_trace_python_memory
 from .voice_cache import limit_heap_arenas, release_free_heap
 
@@ -69,7 +71,20 @@ TTS_DOC = _form_schema(
      "voice_name": {"type": "string", "description": "a voice listed by GET /voices"}},
     ["text", "voice_name"],
 )
-WAV_RESPONSE = {200: {"content": {"audio/wav": {}}, "description": "16-bit PCM WAV"}}
+PITCH_DOC = _form_schema(
+    {"audio": {"type": "string", "format": "binary", "description": "WAV, MP3, OGG or FLAC"},
+     "voice_name": {"type": "string", "description": "the voice whose conversion's pitch to return (its device "
+                                                     "decides the padding, so the curve is exactly the one used)"},
+     "format": {"type": "string", "enum": ["json", "csv"], "default": "json",
+                "description": "json: {times_s, f0_hz, ...}; csv: rows time_s,f0_hz (send it back as f0_curve)"}},
+    ["audio", "voice_name"],
+)
+# The file form of f0_curve (a CSV upload) is described by the same schema entry as its text form.
+AUDIO_RESPONSE = {200: {"content": {fmt.media_type: {} for fmt in OUTPUT_FORMATS.values()},
+                        "description": "the converted audio in `output_format` (default 16-bit PCM WAV); "
+                                       "X-Auto-Key gives the key auto_key chose"}}
+PITCH_RESPONSE = {200: {"content": {"application/json": {}, "text/csv": {}},
+                        "description": "F0 at 100 frames/s over the input, as the conversion would use it"}}
 
 app = FastAPI(
     title="RVC voice conversion",
@@ -134,12 +149,14 @@ async def _timed(timings: dict[str, float], stage: str, fn, *args, **kwargs):
     return result
 
 
-def _encoder_fix(voice_name: str, version: str, problem: str, assets: str) -> str:
-    """The message for a voice the loaded content encoder cannot serve, with the fix."""
+def _encoder_fix(voice_name: str, version: str, problem: str, assets: str, encoder: str = "contentvec") -> str:
+    """The message for a voice its content encoder cannot serve, with the fix."""
     if problem.startswith("no content encoder"):
         return f"voice {voice_name!r} cannot run: {problem}."
-    return (f"voice {voice_name!r} is an RVC {version} voice, which the loaded content encoder cannot serve: "
-            f"{problem}. Put the full hubert_base.pt (ContentVec) in {assets}, or set RVC_CONTENT_ENCODER.")
+    fix = (f"Put the full hubert_base.pt (ContentVec) in {assets}, or set RVC_CONTENT_ENCODER" if encoder == "contentvec"
+           else f"Put the full {encoder!r} encoder ({encoder}.pt or {encoder}/) in {assets}")
+    return (f"voice {voice_name!r} is an RVC {version} voice, which its content encoder {encoder!r} cannot serve: "
+            f"{problem}. {fix}.")
 
 
 @serve.deployment
@@ -169,6 +186,7 @@ class Ingress:
         self.in_flight = 0
         self._describe_cache: dict[tuple, dict[str, Any]] = {}
         self._encoder_info: dict[str, Any] | None = None
+        self._encoder_infos: dict[str, dict[str, Any]] = {}  # encoder model id -> what its replica described
         self.metrics = ServiceMetrics()
         self.app_name = serve.get_replica_context().replica_id.deployment_id.app_name
         self.access = AccessControl(args, self.app_name)
@@ -184,22 +202,28 @@ class Ingress:
         """Status, voices loaded on each synthesis replica (with the files they came from), encoder, pitch methods.
 
         With API keys on, a request without a valid key gets only {"status": "ok" | "degraded"} (for probes)."""
-        content, methods, replicas = await asyncio.gather(
+        content, methods, replicas, encoder_replicas = await asyncio.gather(
             asyncio.wait_for(self.content.info.remote(), 10),
             asyncio.wait_for(self.pitch.methods.remote(), 10),
             asyncio.wait_for(get_registry(self.app_name).snapshot.remote(), 10),
+            asyncio.wait_for(get_encoder_registry(self.app_name).snapshot.remote(), 10),
             return_exceptions=True,
         )
-        failed = {name: r for name, r in (("content", content), ("pitch", methods), ("registry", replicas))
-                  if isinstance(r, BaseException)}
+        failed = {name: r for name, r in (("content", content), ("pitch", methods), ("registry", replicas),
+                                          ("encoder_registry", encoder_replicas)) if isinstance(r, BaseException)}
         synthesis = [] if "registry" in failed else sorted(replicas.values(), key=lambda r: r["replica"])
+        features = [] if "encoder_registry" in failed else sorted(encoder_replicas.values(), key=lambda r: r["replica"])
         await asyncio.to_thread(self._mark_current, synthesis)
         body = {
             "status": "degraded" if failed else "ok",
             "device": self.device,
             "precision": self.args.precision,
             "models_dir": self.catalog.label(self.catalog.root),
-            "content_encoder": None if "content" in failed else content,
+            "content_encoder": None if "content" in failed else content,  # the default (contentvec) one
+            # every encoder loaded on any ContentFeatures replica, and each replica's (names, files, shapes)
+            "loaded_encoders": sorted({name for r in features for name in r.get("loaded_encoders", [])}),
+            "content_replicas": features,
+            "encoders_per_replica": self.args.encoders_per_replica,
             "pitch_methods": None if "pitch" in failed else methods,
             "synthesis_replicas": synthesis,
             "voices_per_replica": self.args.voices_per_replica,
@@ -225,9 +249,9 @@ class Ingress:
         rows = await asyncio.to_thread(self._describe_all, encoder)
         return {"voices": [row for row in rows if self.access.may_use(key, row["name"])]}
 
-    @app.post("/convert", openapi_extra=CONVERT_DOC, response_class=Response, responses=WAV_RESPONSE)
+    @app.post("/convert", openapi_extra=CONVERT_DOC, response_class=Response, responses=AUDIO_RESPONSE)
     async def convert(self, request: Request) -> Response:
-        """Convert an uploaded recording into a voice; returns audio/wav."""
+        """Convert an uploaded recording into a voice; returns audio in `output_format` (WAV by default)."""
         async with self._request("convert", request) as (timings, key):
             form = await read_form_limited(request, self.limits.max_upload_bytes)
             reject_repeated_fields(form)
@@ -240,7 +264,7 @@ class Ingress:
             data = await upload.read()
             return await self._run(data, ref, options, timings, key)
 
-    @app.post("/tts", openapi_extra=TTS_DOC, response_class=Response, responses=WAV_RESPONSE)
+    @app.post("/tts", openapi_extra=TTS_DOC, response_class=Response, responses=AUDIO_RESPONSE)
     async def tts(self, request: Request) -> Response:
         """Speak `text` with espeak-ng (offline), then convert it into the voice."""
         async with self._request("tts", request) as (timings, key):
@@ -256,6 +280,42 @@ class Ingress:
             data = await speak(text, timeout_s=self.limits.request_timeout_s)
             timings["tts"] = time.perf_counter() - started
             return await self._run(data, ref, options, timings, key)
+
+    @app.post("/pitch", openapi_extra=PITCH_DOC, response_class=Response, responses=PITCH_RESPONSE)
+    async def pitch_curve(self, request: Request) -> Response:
+        """The F0 curve (100 frames/s, input time 0 = the first frame) that converting this audio into
+        this voice with these options would use: after the key, auto_key, autotune and f0_curve.
+        Edit it and send it back as `f0_curve`."""
+        async with self._request("pitch", request) as (timings, key):
+            form = await read_form_limited(request, self.limits.max_upload_bytes)
+            upload = form.get("audio")
+            if not isinstance(upload, UploadFile):
+                raise ServiceError(422, "invalid_request", "form file 'audio' is required")
+            voice_name, options = require_text(form, "voice_name"), parse_options(form, ("audio", "voice_name", "format"))
+            reply_format = (form.get("format") or "json").strip().lower()
+            if reply_format not in ("json", "csv"):
+                raise ServiceError(422, "invalid_request", f"format must be json or csv, got {reply_format[:20]!r}")
+            self.access.authorize(key, voice_name)
+            ref = self.catalog.find_voice(voice_name)
+            data = await upload.read()
+            synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
+            info = await synth.describe.remote()
+            if not info["f0"]:
+                raise ServiceError(422, "no_pitch_guidance",
+                                   f"voice {ref.name!r} has no pitch guidance: its conversions use no F0 curve")
+            audio16k = await _timed(timings, "decode", decode_audio, data, max_duration_s=self.limits.max_duration_s)
+            await self.access.admit(key, audio16k.shape[0] / SAMPLE_RATE)
+            audio16k = await _timed(timings, "formant", shape_input, audio16k, options)
+            prepared = await _timed(timings, "prepare", prepare, audio16k, info["chunking"])
+            track, timings["pitch"] = await self.pitch.estimate.remote(prepared.padded, options, prepared.input_start_frame)
+            f0 = track.input_f0(prepared.input_start_frame)
+            headers = {"X-Auto-Key": str(track.auto_key), "X-Stage-Times": stage_times_header(timings)}
+            if reply_format == "csv":
+                return Response(f0_curve_csv(f0), media_type="text/csv", headers=headers)
+            body = {"voice": ref.name, "frame_rate": 100, "f0_method": options.f0_method,
+                    "f0_up_key": options.f0_up_key, "auto_key": track.auto_key,
+                    "times_s": [round(i / 100, 2) for i in range(f0.shape[0])], "f0_hz": [float(v) for v in f0]}
+            return JSONResponse(body, headers=headers)
 
     # ---------------------------------------------------------------- internals
 
@@ -300,34 +360,51 @@ class Ingress:
     async def _run(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> Response:
         started = time.perf_counter()
         try:
-            wav = await asyncio.wait_for(self._convert(data, ref, options, timings, key), self.limits.request_timeout_s)
+            encoded, extra = await asyncio.wait_for(self._convert(data, ref, options, timings, key),
+                                                    self.limits.request_timeout_s)
         except asyncio.TimeoutError:
             raise ServiceError(504, "timeout", f"the conversion took longer than {self.limits.request_timeout_s} s") from None
         finally:
             # The conversion's buffers were freed in worker threads, whose glibc arenas keep the pages:
             # hand them back, or resident memory creeps up request after request (docs/reliability.md).
             await asyncio.to_thread(release_free_heap)
-        headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": stage_times_header(timings)}
-        return Response(wav, media_type="audio/wav", headers=headers)
+        headers = {"X-Processing-Time": f"{time.perf_counter() - started:.3f}", "X-Stage-Times": stage_times_header(timings),
+                   **extra}
+        return Response(encoded, media_type=OUTPUT_FORMATS[options.output_format].media_type, headers=headers)
 
-    async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float], key: Any) -> bytes:
+    async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float],
+                       key: Any) -> tuple[bytes, dict[str, str]]:
+        """The encoded audio and the extra response headers (X-Auto-Key when auto_key is on)."""
         # The model id names the voice's files as they are now: a voice replaced on disk is a new model.
         synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
         describe = synth.describe.remote()  # loads the voice while the audio decodes
         refs: list[Any] = [describe]
         synthesized: list[Any] = []
         try:
+            # The voice's own content encoder (its checkpoint's embedder_model; a cached read): 409 naming
+            # the file to add when it is missing, else loaded (multiplexed by name) alongside the voice.
+            encoder_ref = await asyncio.to_thread(self._voice_encoder, ref)
+            if not encoder_ref.present:
+                raise CheckpointError(encoder_ref.problem)
+            encoder_id = voice_model_id(encoder_ref.name, encoder_ref.fingerprint)
+            content = self.content.options(multiplexed_model_id=encoder_id)
+            encoder_info = content.describe.remote()
+            refs.append(encoder_info)
             audio16k = await _timed(timings, "decode", decode_audio, data, max_duration_s=self.limits.max_duration_s)
             await self.access.admit(key, audio16k.shape[0] / SAMPLE_RATE)  # 429 over the key's limits
+            if options.formant_shift != 1:
+                audio16k = await _timed(timings, "formant", shape_input, audio16k, options)
             info = await describe
-            await self._check_encoder_serves(ref.name, info["version"])
+            self._encoder_infos[encoder_id] = await encoder_info
+            self._check_encoder_info(ref.name, info["version"], self._encoder_infos[encoder_id])
             chunking = info["chunking"]  # the synthesis replica's rule (its device and precision)
             prepared = await _timed(timings, "prepare", prepare, audio16k, chunking)
-            pitch = self.pitch.estimate.remote(prepared.padded, options) if info["f0"] else None
+            pitch = (self.pitch.estimate.remote(prepared.padded, options, prepared.input_start_frame)
+                     if info["f0"] else None)
             refs += [pitch] if pitch is not None else []
             for chunk in prepared.chunks:
                 chunk_audio = prepared.chunk_audio(chunk)
-                features = self.content.extract.remote(chunk_audio, info["version"])
+                features = content.extract.remote(chunk_audio, info["version"])
                 synthesized.append(synth.synthesize.remote(
                     features, pitch, chunk, chunk_audio.shape[0], options, chunking,
                     chunk_seed(options.seed, chunk.index),
@@ -346,7 +423,11 @@ class Ingress:
                     timings[stage] = timings.get(stage, 0.0) + seconds
         outputs = [audio for audio, _ in results]
         audio, sample_rate = await _timed(timings, "finish", finish, outputs, prepared, info["sample_rate"], options)
-        return await _timed(timings, "encode", encode_wav, audio, sample_rate)
+        extra = {}
+        if pitch is not None and options.auto_key != "off":
+            track, _ = await pitch
+            extra["X-Auto-Key"] = str(track.auto_key)
+        return await _timed(timings, "encode", encode_audio, audio, sample_rate, options.output_format), extra
 
     async def _encoder(self) -> dict[str, Any]:
         """The content encoder's info (fixed for the deployment's life), fetched once."""
@@ -354,11 +435,23 @@ class Ingress:
             self._encoder_info = await asyncio.wait_for(self.content.info.remote(), 30)
         return self._encoder_info
 
-    async def _check_encoder_serves(self, voice_name: str, version: str) -> None:
-        """409 naming the fix when the loaded content encoder cannot make this voice's features."""
-        problem = (await self._encoder()).get("unsupported_versions", {}).get(version)
+    def _check_encoder_info(self, voice_name: str, version: str, encoder: dict[str, Any]) -> None:
+        """409 naming the fix when the voice's content encoder cannot make this voice's features."""
+        problem = encoder.get("unsupported_versions", {}).get(version)
         if problem is not None:
-            raise CheckpointError(_encoder_fix(voice_name, version, problem, self.catalog.assets_hint()))
+            raise CheckpointError(_encoder_fix(voice_name, version, problem, self.catalog.assets_hint(),
+                                               encoder.get("name", "contentvec")))
+
+    def _cached_describe(self, ref: Any) -> dict[str, Any]:
+        """`_describe(ref)`, read once per state of the voice's files."""
+        key = (ref.pth_path, ref.index_path, ref.fingerprint)
+        if key not in self._describe_cache:
+            self._describe_cache[key] = self._describe(ref)
+        return self._describe_cache[key]
+
+    def _voice_encoder(self, ref: Any) -> Any:
+        """The content encoder the voice uses (an EncoderRef: files found or `problem`); nothing is loaded."""
+        return self.catalog.encoder_for_voice(ref.name, self._cached_describe(ref).get("metadata"))
 
     def _mark_current(self, replicas: list[dict[str, Any]]) -> None:
         """Flag each loaded voice whose files have since changed on disk (`current`: False)."""
@@ -376,10 +469,12 @@ class Ingress:
     def _describe_all(self, encoder: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
         for ref in self.catalog.list_voices():
-            key = (ref.pth_path, ref.index_path, ref.fingerprint)
-            if key not in self._describe_cache:
-                self._describe_cache[key] = self._describe(ref)
-            info = self._describe_cache[key]
+            info = self._cached_describe(ref)
+            encoder_ref = self.catalog.encoder_for_voice(ref.name, info.get("metadata"))
+            if encoder_ref.name == encoder.get("name", "contentvec") and encoder_ref.present:
+                known = encoder  # the default encoder, described at start
+            else:
+                known = self._encoder_infos.get(voice_model_id(encoder_ref.name, encoder_ref.fingerprint), {})
             row = {
                 "name": ref.name,
                 "version": info.get("version"),
@@ -390,15 +485,19 @@ class Ingress:
                 "has_index": ref.index_path is not None,
                 "size_bytes": ref.size_bytes,
                 "demo": ref.demo,
+                "encoder": encoder_ref.name,  # the content encoder it is converted with
+                "encoder_present": encoder_ref.present,  # its files are there (not loaded to find out)
             }
             if ref.demo:
                 row["label"] = f"{DEMO_LABEL}: random weights, output is noise"
             problem = info.get("error")
             if "error" in info:
                 row["error"] = info["error"]
-            elif info.get("version") in encoder.get("unsupported_versions", {}):
-                problem = _encoder_fix(ref.name, info["version"], encoder["unsupported_versions"][info["version"]],
-                                       self.catalog.assets_hint())
+            elif not encoder_ref.present:
+                problem = encoder_ref.problem
+            elif info.get("version") in known.get("unsupported_versions", {}):
+                problem = _encoder_fix(ref.name, info["version"], known["unsupported_versions"][info["version"]],
+                                       self.catalog.assets_hint(), encoder_ref.name)
             row["runnable"] = problem is None
             if problem is not None:
                 row["problem"] = hide_paths(problem, self._server_paths)
@@ -413,7 +512,7 @@ class Ingress:
         try:
             described = describe_checkpoint(ref.pth_path)
             info.update(described)
-            info["vocoder"] = described.get("metadata", {}).get("vocoder", "HiFi-GAN")
+            info["vocoder"] = described.get("vocoder") or described.get("metadata", {}).get("vocoder", "HiFi-GAN")
             if ref.index_path is not None and info.get("version") in CONTENT_DIMS:
                 check_index_header(ref.index_path, CONTENT_DIMS[info["version"]], voice_name=ref.name)
         except Exception as e:

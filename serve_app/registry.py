@@ -54,3 +54,9 @@ def get_registry(app_name: str):
     return VoiceRegistry.options(
         name=registry_name(app_name), namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime="detached"
     ).remote()
+
+
+def get_encoder_registry(app_name: str):
+    """Where ContentFeatures replicas report the content encoders they hold (the same kind of
+    actor as the voice registry, under its own name)."""
+    return get_registry(f"{app_name or 'default'}/content-encoders")

@@ -17,7 +17,9 @@ from ..errors import CheckpointError
 from .config import SynthesizerConfig
 from .flow import ResidualCouplingBlock
 from .generator import Generator
+from .hifigan_mrf import MRFGenerator
 from .nsf import gaussian_noise
+from .refinegan import NoiseFn, RefineGANGenerator
 from .text_encoder import TextEncoder
 from .weight_norm import fold_weight_norm
 
@@ -33,6 +35,8 @@ FLOW_KERNEL_SIZE = 5
 FLOW_DILATION_RATE = 1
 FLOW_N_LAYERS = 3
 FLOW_N_FLOWS = 4
+#: Decoders by Applio's metadata `vocoder` name ("HiFi-GAN" is RVC's GeneratorNSF).
+VOCODERS = ("HiFi-GAN", "MRF HiFi-GAN", "RefineGAN")
 
 #: Layers that RVC wraps in weight norm (stored as `.weight_g` / `.weight_v`).
 WEIGHT_NORMED_LAYER = re.compile(
@@ -44,11 +48,16 @@ WEIGHT_NORMED_LAYER = re.compile(
 class Synthesizer(nn.Module):
     """enc_p -> prior sample -> reversed flow -> decoder: content frames -> waveform."""
 
-    def __init__(self, config: SynthesizerConfig, content_dim: int, use_f0: bool) -> None:
+    def __init__(self, config: SynthesizerConfig, content_dim: int, use_f0: bool, vocoder: str = "HiFi-GAN") -> None:
         super().__init__()
+        if vocoder not in VOCODERS:
+            raise ValueError(f"unknown vocoder {vocoder!r}; expected one of {', '.join(VOCODERS)}")
+        if vocoder != "HiFi-GAN" and not use_f0:
+            raise ValueError(f"the {vocoder} decoder exists only for pitch-guided voices")
         self.config = config
         self.content_dim = content_dim
         self.use_f0 = use_f0
+        self.vocoder = vocoder
         c = config
         self.enc_p = TextEncoder(
             content_dim,
@@ -60,17 +69,34 @@ class Synthesizer(nn.Module):
             c.kernel_size,
             use_f0,
         )
-        self.dec = Generator(
-            c.inter_channels,
-            c.resblock,
-            c.resblock_kernel_sizes,
-            c.resblock_dilation_sizes,
-            c.upsample_rates,
-            c.upsample_initial_channel,
-            c.upsample_kernel_sizes,
-            c.gin_channels,
-            sample_rate=c.sample_rate if use_f0 else None,
-        )
+        self.dec: Generator | MRFGenerator | RefineGANGenerator
+        if vocoder == "MRF HiFi-GAN":
+            self.dec = MRFGenerator(
+                c.inter_channels,
+                c.resblock_kernel_sizes,
+                c.resblock_dilation_sizes,
+                c.upsample_rates,
+                c.upsample_initial_channel,
+                c.upsample_kernel_sizes,
+                c.gin_channels,
+                c.sample_rate,
+            )
+        elif vocoder == "RefineGAN":
+            self.dec = RefineGANGenerator(
+                c.inter_channels, c.upsample_rates, c.sample_rate, c.upsample_initial_channel, c.gin_channels
+            )
+        else:
+            self.dec = Generator(
+                c.inter_channels,
+                c.resblock,
+                c.resblock_kernel_sizes,
+                c.resblock_dilation_sizes,
+                c.upsample_rates,
+                c.upsample_initial_channel,
+                c.upsample_kernel_sizes,
+                c.gin_channels,
+                sample_rate=c.sample_rate if use_f0 else None,
+            )
         self.flow = ResidualCouplingBlock(
             c.inter_channels,
             c.hidden_channels,
@@ -86,6 +112,18 @@ class Synthesizer(nn.Module):
     def hop_length(self) -> int:
         """Output samples per 10 ms frame."""
         return self.config.hop_length
+
+    @property
+    def halo_frames(self) -> int:
+        """Frames of decoder context kept each side of a partially decoded window."""
+        return getattr(self.dec, "halo_frames", DECODER_HALO_FRAMES)
+
+    def _decode(self, z: Tensor, g: Tensor, har_source: Tensor | None, noise: NoiseFn) -> Tensor:
+        """self.dec on a window; RefineGAN also draws its AdaIN noise through `noise`."""
+        if isinstance(self.dec, RefineGANGenerator):
+            assert har_source is not None
+            return self.dec(z, g, har_source, noise)
+        return self.dec(z, g, har_source)
 
     @property
     def sample_rate(self) -> int:
@@ -115,8 +153,10 @@ class Synthesizer(nn.Module):
         `head`/`length` (frames) return only output frames [head, head + length) as
         [B, 1, length * hop]: the same samples as the full output there (to float
         rounding), since the text encoder, flow, noise and NSF phase still run over all T
-        frames and the decoder gets DECODER_HALO_FRAMES of context each side. It saves
-        decoding padding that the caller would trim anyway.
+        frames and the decoder gets `halo_frames` of context each side. It saves
+        decoding padding that the caller would trim anyway. (RefineGAN's AdaIN layers draw
+        noise inside the decoder, over the decoded window: with nonzero AdaIN weights a
+        partial decode equals the full one only up to that noise.)
         """
         if phone.dim() != 3 or phone.shape[-1] != self.content_dim:
             raise ValueError(f"phone must be [B, T, {self.content_dim}], got {tuple(phone.shape)}")
@@ -141,17 +181,22 @@ class Synthesizer(nn.Module):
             assert nsff0 is not None
             har_source = self.dec.m_source(nsff0.to(device), self.dec.upp, generator)
         z = z * mask
+
+        def noise(like: Tensor) -> Tensor:
+            return gaussian_noise(tuple(like.shape), generator, like.device, like.dtype)
+
         total = z.shape[-1]
         end = total if length is None else head + length
         if not 0 <= head < end <= total:
             raise ValueError(f"head={head}, length={length} do not select frames within 0..{total}")
         if head == 0 and end == total:
-            return self.dec(z, g, har_source).float()
-        lo, hi = max(head - DECODER_HALO_FRAMES, 0), min(end + DECODER_HALO_FRAMES, total)
+            return self._decode(z, g, har_source, noise).float()
+        halo = self.halo_frames
+        lo, hi = max(head - halo, 0), min(end + halo, total)
         upp = self.dec.upp
         if har_source is not None:
             har_source = har_source[..., lo * upp : hi * upp]
-        out = self.dec(z[..., lo:hi], g, har_source)
+        out = self._decode(z[..., lo:hi], g, har_source, noise)
         return out[..., (head - lo) * upp : (end - lo) * upp].float()
 
     @torch.inference_mode()
@@ -159,10 +204,10 @@ class Synthesizer(nn.Module):
         """Several inputs of different lengths as one padded batch; item i's result equals
         `infer` of that item alone (same seed) to float rounding.
 
-        Each item's noise (prior and NSF) is drawn from its own generator in `infer`'s order,
-        at its own length; the inputs are zero-padded to the longest and masked (attention,
+        Each item's noise (prior, NSF, RefineGAN's AdaIN) is drawn from its own generator in
+        `infer`'s order, at its own length; the inputs are zero-padded to the longest and masked (attention,
         convolutions and the flow ignore frames past an item's length). Each item's decoded
-        window (its kept frames plus DECODER_HALO_FRAMES each side) is placed at the start of
+        window (its kept frames plus `halo_frames` each side) is placed at the start of
         a zero-padded batch row, so the decoder sees what `infer` gives it up to the halo.
         Returns float32 [1, length_i * hop] per item.
         """
@@ -198,7 +243,7 @@ class Synthesizer(nn.Module):
             end = t if item.length is None else item.head + item.length
             if not 0 <= item.head < end <= t:
                 raise ValueError(f"head={item.head}, length={item.length} do not select frames within 0..{t}")
-            windows.append((max(item.head - DECODER_HALO_FRAMES, 0), min(end + DECODER_HALO_FRAMES, t), end))
+            windows.append((max(item.head - self.halo_frames, 0), min(end + self.halo_frames, t), end))
         widest = max(hi - lo for lo, hi, _ in windows)
         z_win = z.new_zeros(len(items), z.shape[1], widest)
         har = z.new_zeros(len(items), 1, widest * upp) if self.use_f0 else None
@@ -206,9 +251,26 @@ class Synthesizer(nn.Module):
             z_win[i, :, : hi - lo] = z[i, :, lo:hi]
             if har is not None:
                 har[i, :, : (hi - lo) * upp] = har_sources[i][:, lo * upp : hi * upp]
-        out = self.dec(z_win, g, har)
+        noise = _BatchNoise([item.generator for item in items], [hi - lo for lo, hi, _ in windows], widest)
+        out = self._decode(z_win, g, har, noise)
         return [out[i, :, (item.head - lo) * upp : (end - lo) * upp].float()
                 for i, (item, (lo, _, end)) in enumerate(zip(items, windows))]
+
+
+class _BatchNoise:
+    """AdaIN noise for a padded batch of decoder windows: row i gets what `infer` would draw
+    from generator i for its own window (frames_i wide), zeros past it."""
+
+    def __init__(self, generators: Sequence[torch.Generator | None], frames: Sequence[int], widest: int) -> None:
+        self.generators, self.frames, self.widest = list(generators), list(frames), widest
+
+    def __call__(self, like: Tensor) -> Tensor:
+        per_frame = like.shape[-1] // self.widest
+        out = torch.zeros_like(like)
+        for i, (generator, frames) in enumerate(zip(self.generators, self.frames)):
+            width = frames * per_frame
+            out[i, :, :width] = gaussian_noise((1, like.shape[1], width), generator, like.device, like.dtype)[0]
+        return out
 
 
 @dataclass
@@ -237,8 +299,11 @@ def build_synthesizer(
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
+    vocoder: str = "HiFi-GAN",
 ) -> Synthesizer:
     """Build a ready Synthesizer from an RVC `weight` dict (without `enc_q.*`).
+
+    `vocoder` picks the decoder (VOCODERS: Applio's metadata name; RVC voices are "HiFi-GAN").
 
     Accepts both weight-norm spellings, folds weight norm once, loads strictly, converts
     (fp16) weights to `dtype`, moves to `device`; the result is in eval mode with
@@ -250,7 +315,7 @@ def build_synthesizer(
     try:
         folded = fold_weight_norm(state_dict)
         with torch.device("meta"):
-            model = Synthesizer(config, content_dim, use_f0)
+            model = Synthesizer(config, content_dim, use_f0, vocoder)
     except ValueError as e:
         raise CheckpointError(f"malformed synthesizer weights or config: {e}") from e
     expected = model.state_dict()
@@ -278,10 +343,15 @@ def export_state_dict(model: Synthesizer, dtype: torch.dtype | None = torch.floa
     `dtype` (RVC saves fp16; None keeps the model's dtype). Inverse of `build_synthesizer`.
     """
     out: dict[str, Tensor] = {}
+    dec_normed = getattr(model.dec, "weight_normed", None)  # MRF HiFi-GAN / RefineGAN layouts
     for key, value in model.state_dict().items():
         value = value.detach().clone()
         layer, _, name = key.rpartition(".")
-        if name == "weight" and WEIGHT_NORMED_LAYER.match(layer):
+        if dec_normed is not None and layer.startswith("dec."):
+            normed = dec_normed.match(layer[len("dec."):]) is not None
+        else:
+            normed = WEIGHT_NORMED_LAYER.match(layer) is not None
+        if name == "weight" and normed:
             norm = value.reshape(value.shape[0], -1).norm(dim=1)
             out[f"{layer}.weight_g"] = norm.reshape((-1,) + (1,) * (value.dim() - 1))
             out[f"{layer}.weight_v"] = value

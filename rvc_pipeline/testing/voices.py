@@ -47,6 +47,58 @@ FLOW_INDICES, FLOW_WN_LAYERS, FLOW_KERNEL = (0, 2, 4, 6), 3, 5
 ENC_Q_LAYERS, ENC_Q_KERNEL = 16, 5
 #: emb_pitch rows: coarse pitch 1..255 plus 0 (§2.2).
 PITCH_BINS = 256
+#: Applio's other decoders (applio-layouts.md): MRF HiFi-GAN's source has 8 overtones (9
+#: sines); RefineGAN's U-Net starts at 16 channels (upsample_initial_channel / 32 with 4
+#: stages), its parallel branches use kernels 3/7/11 with 3 dilated convs each.
+APPLIO_DECODERS = ("MRF HiFi-GAN", "RefineGAN")
+MRF_HARMONICS = 9
+REFINEGAN_KERNELS, REFINEGAN_DILATIONS = (3, 7, 11), 3
+
+
+def _applio_decoder_layers(c: SynthesizerConfig, vocoder: str) -> dict[str, tuple[tuple[int, ...], bool, bool]]:
+    """dec.* layers of an Applio "MRF HiFi-GAN" or "RefineGAN" decoder:
+    layer -> (weight shape, has bias, weight-normed), in Applio's module order."""
+    n_stages, init, inter, gin = len(c.upsample_rates), c.upsample_initial_channel, c.inter_channels, c.gin_channels
+    layers: dict[str, tuple[tuple[int, ...], bool, bool]] = {}
+    if vocoder == "MRF HiFi-GAN":
+        channels = [init // 2**s for s in range(n_stages + 1)]
+        layers["dec.m_source.l_linear"] = ((1, MRF_HARMONICS), True, False)
+        layers["dec.conv_pre"] = ((init, inter, 7), True, True)
+        for s in range(n_stages):
+            layers[f"dec.upsamples.{s}"] = ((channels[s], channels[s + 1], c.upsample_kernel_sizes[s]), True, True)
+        for s in range(n_stages):
+            stride = math.prod(c.upsample_rates[s + 1:])
+            kernel = 1 if stride == 1 else 2 * stride - stride % 2
+            layers[f"dec.noise_convs.{s}"] = ((channels[s + 1], 1, kernel), True, False)
+        for s in range(n_stages):
+            for j, k in enumerate(c.resblock_kernel_sizes):
+                for d in range(len(c.resblock_dilation_sizes[j])):
+                    for conv in ("conv1", "conv2"):
+                        layers[f"dec.mrfs.{s}.{j}.layers.{d}.{conv}"] = ((channels[s + 1], channels[s + 1], k), True, True)
+        layers["dec.conv_post"] = ((1, channels[-1], 7), True, True)
+        layers["dec.cond"] = ((init, gin, 1), True, False)
+        return layers
+    start = init // 2 ** (n_stages + 1)
+    layers["dec.m_source.merge.0"] = ((1, 1), False, False)
+    layers["dec.pre_conv"] = ((start, 1, 7), True, True)
+    for s in range(n_stages):
+        layers[f"dec.downsample_blocks.{s}"] = ((start * 2 ** (s + 1), start * 2**s, 7), True, True)
+    layers["dec.mel_conv"] = ((init // 2, inter, 7), True, True)
+    layers["dec.cond"] = ((init // 2, gin, 1), True, False)
+    channels = init
+    for s in range(n_stages):
+        out = channels // 2
+        layers[f"dec.upsample_conv_blocks.{s}.input_conv"] = ((out, channels + channels // 4, 7), True, False)
+        for j, k in enumerate(REFINEGAN_KERNELS):
+            pre = f"dec.upsample_conv_blocks.{s}.blocks.{j}"
+            layers[f"{pre}.0"] = ((out,), False, False)  # AdaIN
+            for convs in ("convs1", "convs2"):
+                for m in range(REFINEGAN_DILATIONS):
+                    layers[f"{pre}.1.{convs}.{m}"] = ((out, out, k), True, True)
+            layers[f"{pre}.2"] = ((out,), False, False)  # AdaIN
+        channels = out
+    layers["dec.conv_post"] = ((1, channels, 7), False, True)
+    return layers
 
 
 def standard_config(version: str, sr: int, n_speakers: int = 109) -> SynthesizerConfig:
@@ -60,9 +112,13 @@ def standard_config(version: str, sr: int, n_speakers: int = 109) -> Synthesizer
 
 
 def state_dict_shapes(
-    config: SynthesizerConfig, content_dim: int, f0: bool, *, with_enc_q: bool = False
+    config: SynthesizerConfig, content_dim: int, f0: bool, *, with_enc_q: bool = False, vocoder: str = "HiFi-GAN"
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """(key -> shape for every plain tensor, list of weight-normed layer names) per §2.2."""
+    """(key -> shape for every plain tensor, list of weight-normed layer names) per §2.2.
+
+    `vocoder` "MRF HiFi-GAN" or "RefineGAN" gives Applio's layout of that decoder
+    (applio-layouts.md, pitch-guided only); any other name RVC's HiFi-GAN.
+    """
     c = config
     shapes: dict[str, tuple[int, ...]] = {}
     wn: dict[str, tuple[int, ...]] = {}  # layer -> v shape; bias separately in `shapes`
@@ -90,22 +146,30 @@ def state_dict_shapes(
 
     n_stages, n_kernels = len(c.upsample_rates), len(c.resblock_kernel_sizes)
     channels = [c.upsample_initial_channel // 2**s for s in range(n_stages + 1)]
-    if f0:
+    if vocoder in APPLIO_DECODERS:
+        if not f0:
+            raise ValueError(f"{vocoder} voices are pitch-guided only")
+        for name, (shape, bias, norm) in _applio_decoder_layers(c, vocoder).items():
+            (wn if norm else shapes)[name if norm else f"{name}.weight"] = shape
+            if bias:
+                shapes[f"{name}.bias"] = (shape[1] if name.startswith("dec.upsamples.") else shape[0],)
+    elif f0:
         conv("dec.m_source.l_linear", (1, 1))  # harmonic_num 0 -> one sine (§2.4)
         for s in range(n_stages):
             stride = math.prod(c.upsample_rates[s + 1:])
             conv(f"dec.noise_convs.{s}", (channels[s + 1], 1, 2 * stride if s + 1 < n_stages else 1))
-    conv("dec.conv_pre", (channels[0], inter, 7))
-    for s in range(n_stages):
-        conv(f"dec.ups.{s}", (channels[s], channels[s + 1], c.upsample_kernel_sizes[s]), norm=True)
-        for j, k in enumerate(c.resblock_kernel_sizes):
-            r, ch = s * n_kernels + j, channels[s + 1]
-            names = ("convs1", "convs2") if c.resblock == "1" else ("convs",)
-            for name in names:
-                for m in range(len(c.resblock_dilation_sizes[j])):
-                    conv(f"dec.resblocks.{r}.{name}.{m}", (ch, ch, k), norm=True)
-    conv("dec.conv_post", (1, channels[-1], 7), bias=False)
-    conv("dec.cond", (channels[0], gin, 1))
+    if vocoder not in APPLIO_DECODERS:
+        conv("dec.conv_pre", (channels[0], inter, 7))
+        for s in range(n_stages):
+            conv(f"dec.ups.{s}", (channels[s], channels[s + 1], c.upsample_kernel_sizes[s]), norm=True)
+            for j, k in enumerate(c.resblock_kernel_sizes):
+                r, ch = s * n_kernels + j, channels[s + 1]
+                names = ("convs1", "convs2") if c.resblock == "1" else ("convs",)
+                for name in names:
+                    for m in range(len(c.resblock_dilation_sizes[j])):
+                        conv(f"dec.resblocks.{r}.{name}.{m}", (ch, ch, k), norm=True)
+        conv("dec.conv_post", (1, channels[-1], 7), bias=False)
+        conv("dec.cond", (channels[0], gin, 1))
 
     def wavenet(pre: str, n_layers: int, kernel: int) -> None:
         for layer in range(n_layers):
@@ -139,8 +203,11 @@ def make_state_dict(
     *,
     config: SynthesizerConfig | None = None,
     seed: int = 0,
+    vocoder: str = "HiFi-GAN",
 ) -> dict[str, torch.Tensor]:
     """A random synthesizer state dict as RVC saves it.
+
+    `vocoder` "MRF HiFi-GAN" / "RefineGAN" gives that Applio decoder's layout (f0 only).
 
     `weight_norm_spelling`: "legacy" (`.weight_g`/`.weight_v`, what RVC and Applio write)
     or "parametrizations" (`.parametrizations.weight.original0`/`original1`).
@@ -149,7 +216,7 @@ def make_state_dict(
     """
     base = config or standard_config(version, sr)
     config = SynthesizerConfig(**{**base.__dict__, "spk_embed_dim": n_speakers})
-    shapes, wn_layers = state_dict_shapes(config, CONTENT_DIMS[version], f0, with_enc_q=with_enc_q)
+    shapes, wn_layers = state_dict_shapes(config, CONTENT_DIMS[version], f0, with_enc_q=with_enc_q, vocoder=vocoder)
     pool = _noise_pool()
     rng = np.random.default_rng(seed)
     out = {}
@@ -172,6 +239,15 @@ def make_state_dict(
             raise ValueError(f"unknown weight_norm_spelling {weight_norm_spelling!r}")
     for name in [k for k in out if k.startswith("enc_p.encoder.norm_layers_") and k.endswith(".gamma")]:
         out[name] = torch.ones_like(out[name])  # LayerNorm gains start at 1
+    if vocoder in APPLIO_DECODERS:  # dec.* in Applio's order: module order; bias, g, v when weight-normed
+        g_key, v_key = (("weight_g", "weight_v") if weight_norm_spelling == "legacy"
+                        else ("parametrizations.weight.original0", "parametrizations.weight.original1"))
+        dec = []
+        for name, (_, bias, norm) in _applio_decoder_layers(config, vocoder).items():
+            tensors = ["bias"] * bias + [g_key, v_key] if norm else ["weight"] + ["bias"] * bias
+            dec += [f"{name}.{t}" for t in tensors]
+        enc_p = [k for k in out if k.startswith("enc_p.")]
+        out = {k: out[k] for k in enc_p + dec + [k for k in out if not k.startswith(("enc_p.", "dec."))]}
     return {k: v.to(dtype) for k, v in out.items()}
 
 
@@ -213,16 +289,22 @@ def write_applio_voice(
     path: str | Path, version: str = "v2", sr: int = 40000, f0: bool = True, *, n_speakers: int = 1,
     vocoder: str = "HiFi-GAN", blended: bool = False, weight_norm_spelling: str = "legacy",
     dtype: torch.dtype = torch.float16, overrides: dict[str, Any] | None = None, seed: int = 0,
+    config: SynthesizerConfig | None = None,
 ) -> Path:
-    """An Applio export (int sr, bool f0, metadata, no info; §1.3), or a blend (sr "40000")."""
+    """An Applio export (int sr, bool f0, metadata, no info; §1.3), or a blend (sr "40000").
+
+    The weights have the layout of `vocoder` ("MRF HiFi-GAN" and "RefineGAN": Applio's, see
+    applio-layouts.md; any other name: HiFi-GAN's, labelled with that name). `config`
+    overrides the standard one (e.g. smaller channel counts for fast tests).
+    """
     weight = make_state_dict(version, sr, f0, n_speakers, weight_norm_spelling=weight_norm_spelling,
-                             dtype=dtype, seed=seed)
-    config = _config_list(version, sr, None)
+                             dtype=dtype, config=config, seed=seed, vocoder=vocoder)
+    config_list = _config_list(version, sr, config)
     if blended:
-        obj = {"weight": weight, "config": config, "sr": str(sr), "f0": int(f0), "version": version,
+        obj = {"weight": weight, "config": config_list, "sr": str(sr), "f0": int(f0), "version": version,
                "info": "Model blended from a and b with ratio 0.5", "vocoder": vocoder}
     else:
-        obj = {"weight": weight, "config": config, "epoch": 20, "step": 2000, "sr": sr, "f0": f0,
+        obj = {"weight": weight, "config": config_list, "epoch": 20, "step": 2000, "sr": sr, "f0": f0,
                "version": version, "creation_date": "2025-01-02T03:04:05.000000",
                "model_hash": "0" * 64, "overtrain_info": "None", "dataset_length": 120,
                "model_name": Path(path).stem, "author": "tester", "embedder_model": "contentvec",

@@ -88,19 +88,26 @@ def test_applio_blended_model_with_string_rate(tmp_path):
     assert spec.source_format == "applio" and spec.sample_rate == 48000 and spec.metadata["sr"] == "48000"
 
 
-@pytest.mark.parametrize("vocoder", ["MRF HiFi-GAN", "RefineGAN", "BigVGAN"])
+@pytest.mark.parametrize("vocoder", ["BigVGAN", "RefineGAN2"])
 def test_unsupported_applio_vocoder(tmp_path, vocoder):
     path = write_applio_voice(tmp_path / "x.pth", vocoder=vocoder)
     with pytest.raises(UnsupportedCheckpointError, match=f"{vocoder}.*HiFi-GAN"):
         read_checkpoint(path)
 
 
-def test_foreign_decoder_detected_from_keys_alone(tmp_path):
+@pytest.mark.parametrize("vocoder", ["MRF HiFi-GAN", "RefineGAN"])
+def test_vocoder_label_must_match_the_decoder_keys(tmp_path, vocoder):
+    path = write_applio_voice(tmp_path / "x.pth", vocoder="HiFi-GAN", overrides={"vocoder": vocoder})
+    with pytest.raises(CheckpointError, match=f"metadata says vocoder '{vocoder}' but the dec.* tensors are a HiFi-GAN"):
+        read_checkpoint(path)
+
+
+def test_mixed_decoder_layouts_are_refused(tmp_path):
     weight = {k.replace("dec.ups.", "dec.upsamples."): v for k, v in make_state_dict().items()}
     path = tmp_path / "mrf.pth"
     torch.save({"weight": weight, "config": standard_config("v2", 40000, 109).to_list(), "sr": 40000,
                 "f0": True, "version": "v2"}, path)
-    with pytest.raises(UnsupportedCheckpointError, match="MRF HiFi-GAN"):
+    with pytest.raises(CheckpointError, match="mix the layouts of several vocoders.*HiFi-GAN.*MRF HiFi-GAN"):
         read_checkpoint(path)
 
 

@@ -97,3 +97,26 @@ def test_speech_conversion_keeps_duration(models_dir, tmp_path, espeak_speech):
     assert rate == 48000
     assert abs(audio.shape[0] / rate - speech.shape[0] / 16000) < 0.03
     assert np.abs(audio).max() > 0
+
+
+def test_output_format_and_f0_curve_flags(models_dir, tmp_path, capsys):
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    sf.write(source / "a.wav", tone(200, 0.6), 16000)
+    curve = tmp_path / "f0.csv"
+    curve.write_text("time_s,f0_hz\n0.0,180\n0.5,240\n")
+    code = main(["convert", str(source), str(target), "--voice", "alice", "--f0-method", "pm", "--output-format", "mp3",
+                 "--f0-curve", str(curve), "--auto-key", "male", *_models_args(models_dir)])
+    assert code == 0
+    assert [p.name for p in target.iterdir()] == ["a.mp3"]
+    info = sf.info(target / "a.mp3")
+    assert info.format == "MP3" and info.samplerate == 44100  # 40 kHz is not an MP3 rate
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(source / "a.wav"), str(tmp_path / "x.wav"), "--voice", "alice", "--output-format", "flac",
+              *_models_args(models_dir)])
+    assert exit_info.value.code == 2 and "writes .flac files" in capsys.readouterr().err
+    curve.write_text("0.5,100\n0.2,100\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", str(source / "a.wav"), str(tmp_path / "x.wav"), "--voice", "alice", "--f0-curve", str(curve),
+              *_models_args(models_dir)])
+    assert exit_info.value.code == 2 and "times must increase" in capsys.readouterr().err

@@ -147,8 +147,8 @@ def test_load_errors(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to unpickle"):
         load_voice(write_malicious_checkpoint(tmp_path / "evil.pth", marker), device="cpu")
     assert not marker.exists()
-    with pytest.raises(UnsupportedCheckpointError, match="RefineGAN"):
-        load_voice(write_applio_voice(tmp_path / "r.pth", vocoder="RefineGAN"), device="cpu")
+    with pytest.raises(UnsupportedCheckpointError, match="BigVGAN"):
+        load_voice(write_applio_voice(tmp_path / "r.pth", vocoder="BigVGAN"), device="cpu")
     good = write_webui_voice(tmp_path / "g.pth", "v1", 32000, False)
     with pytest.raises(OptionError):
         load_voice(good, device="no-such-device")
