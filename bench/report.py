@@ -93,6 +93,7 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 WRITERS = {
     "capacity": "python -m load_tests.capacity validate --write",
     "gpu_check": "bash bench/gpu_check.sh",
+    "stream_sessions": "python -m load_tests.stream_sessions --write",
 }
 
 

@@ -71,6 +71,22 @@ def get_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a voice checkpoint's metadata")
     info.add_argument("file", type=Path)
 
+    stream = sub.add_parser("stream", help="stream an audio file through a running service's /stream, "
+                                           "write the output and print latency figures")
+    stream.add_argument("input", type=Path, help="an audio file (WAV/FLAC/OGG/MP3)")
+    stream.add_argument("output", type=Path, help="output file (format from its suffix)")
+    stream.add_argument("--url", default="ws://127.0.0.1:8003/stream", help="the service's /stream WebSocket URL")
+    stream.add_argument("--voice", required=True, help="a voice the service lists at GET /voices")
+    stream.add_argument("--fast", action="store_true", help="send as fast as the server answers, not at realtime pace")
+    stream.add_argument("--sample-rate", type=int, default=48000, help="the stream's rate in Hz (multiple of 100)")
+    stream.add_argument("--sample-format", choices=("pcm_s16le", "f32le"), default="pcm_s16le")
+    stream.add_argument("--block-ms", type=float, default=250, help="block length (latency and cost per block)")
+    stream.add_argument("--extra-ms", type=float, default=1000, help="left context the models see per block")
+    stream.add_argument("--crossfade-ms", type=float, default=50, help="crossfade between blocks")
+    stream.add_argument("--silence-db", type=float, default=-60, help="blocks quieter than this skip inference")
+    stream.add_argument("--api-key", default=None, help="API key (default: $RVC_API_KEY)")
+    stream.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_option_arguments(stream)
     return parser
 
 
@@ -285,11 +301,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    """Stream one file through a running service (rvc_pipeline.stream_client); returns the exit code."""
+    import os
+
+    from .stream_client import StreamError, stream_file
+
+    if not args.input.is_file():
+        fatal(f"input {args.input} does not exist")
+    try:
+        options = {k: v for k, v in _option_values(args).items() if v is not None}
+        ConversionOptions.from_mapping(options)  # bad values are refused here, before connecting
+    except RVCError as e:
+        fatal(str(e))
+    try:
+        report = stream_file(args.input, args.output, args.url, args.voice, fast=args.fast,
+                             sample_rate=args.sample_rate, sample_format=args.sample_format, block_ms=args.block_ms,
+                             extra_ms=args.extra_ms, crossfade_ms=args.crossfade_ms, silence_db=args.silence_db,
+                             api_key=args.api_key or os.environ.get("RVC_API_KEY"), **options)
+    except StreamError as e:
+        print(f"rvc: the service refused the stream: {e}", file=sys.stderr)
+        return EXIT_FAILED_FILES
+    except OSError as e:
+        print(f"rvc: cannot stream to {args.url}: {e}", file=sys.stderr)
+        return EXIT_FAILED_FILES
+    if args.json:
+        print(json.dumps({"blocks": report.blocks, "block_ms": report.block_ms, "latency_ms": report.latency_ms,
+                          "round_trip_ms": report.round_trip_ms, "server": report.server_stats,
+                          "output_samples": report.output_samples, "sample_rate": report.sample_rate}))
+    else:
+        print(f"{args.output}: {report.summary()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `rvc` command."""
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"convert": cmd_convert, "voices": cmd_voices, "info": cmd_info}
+    handlers = {"convert": cmd_convert, "voices": cmd_voices, "info": cmd_info, "stream": cmd_stream}
     return handlers[args.command](args)
 
 

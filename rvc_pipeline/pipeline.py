@@ -279,6 +279,33 @@ class ChunkJob:
     options: ConversionOptions
     chunking: ChunkingConfig
     seed: int
+    #: (head, length) in 10 ms frames: decode only these frames instead of trimming the
+    #: chunking's x_pad from each side (the realtime window, `synthesize_window`).
+    frames: tuple[int, int] | None = None
+
+
+def synthesize_window(
+    voice: Voice,
+    features: np.ndarray,
+    pitch: PitchTrack | None,
+    window_samples: int,
+    head: int,
+    length: int,
+    options: ConversionOptions,
+    seed: int,
+) -> np.ndarray:
+    """Retrieval, protect and synthesis of a realtime window, decoding only frames
+    [head, head + length) (RVC `infer(..., skip_head, return_length)`).
+
+    features: (T, C) float32 (50 frames/s) of the window's (window_samples,) 16 kHz audio;
+    pitch: the window's frames (None without pitch guidance).
+    Returns (length * hop,) float32 at the voice's rate (shorter if the window ends first).
+    """
+    job = ChunkJob(features, pitch, window_samples, options, ChunkingConfig.CPU_FP32, seed, frames=(head, length))
+    item = synthesis_item(voice, job)
+    if item is None:
+        return np.zeros(0, dtype=np.float32)
+    return voice.synthesizer.infer_batch([item])[0][0].float().cpu().numpy()
 
 
 def synthesize_chunks(voice: Voice, jobs: Sequence[ChunkJob]) -> list[np.ndarray]:
@@ -329,6 +356,8 @@ def synthesis_item(voice: Voice, job: ChunkJob) -> SynthesisItem | None:
     # only the frames between are decoded.
     pad_frames = job.chunking.x_pad * FRAMES_PER_SECOND
     kept_frames = n_frames - 2 * pad_frames
+    if job.frames is not None:
+        pad_frames, kept_frames = job.frames[0], min(job.frames[1], n_frames - job.frames[0])
     if kept_frames <= 0:
         return None
     param = next(voice.synthesizer.parameters())

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian/Ubuntu machine lacks: espeak-ng, then .venv with the project.
+# Installs what a fresh Debian/Ubuntu machine lacks: espeak-ng (speech for /tts and tests),
+# chromium and chromium-driver (the /ui browser test drives the system browser), then .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v espeak-ng >/dev/null 2>&1; then
+MISSING=()
+command -v espeak-ng >/dev/null 2>&1 || MISSING+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || MISSING+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || MISSING+=(chromium-driver)
+if [ "${#MISSING[@]}" -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q espeak-ng
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${MISSING[@]}"
 fi
 
 PY=${PYTHON:-python3}

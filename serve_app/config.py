@@ -67,6 +67,10 @@ class ServiceLimits(BaseModel):
     request_timeout_s: float = Field(300.0, gt=0, description="one conversion, end to end; 504 beyond")
     max_in_flight: int = Field(8, ge=1, description="conversions in progress per ingress replica; 503 beyond")
     max_tts_chars: int = Field(1000, ge=1, description="text length of /tts; 413 beyond")
+    max_stream_sessions: int = Field(8, ge=1, description="/stream sessions per ingress replica; close code 1013 beyond")
+    stream_idle_timeout_s: float = Field(30.0, gt=0, description="a /stream session that sends nothing this long is closed")
+    max_stream_message_bytes: int = Field(1 << 20, ge=1024, description="largest /stream message (audio block or JSON); "
+                                          "close code 1009 beyond")
 
 
 class AppArgs(BaseModel):

@@ -527,6 +527,24 @@ class VoiceSynthesizer:
             shared.release()
         return audio, {**times, "synthesize": seconds}
 
+    async def synthesize_window(self, features: tuple, pitch: Optional[tuple], window: Any) -> np.ndarray:
+        """One realtime block (`rvc_pipeline.stream.StreamWindow`): (features, s) from ContentFeatures and
+        (PitchTrack, s) or None -> (return_length * hop,) float32 at the voice's rate."""
+        from rvc_pipeline.pipeline import PitchTrack
+
+        feats = np.array(features[0])  # Ray's buffers are read-only
+        track = None if pitch is None else PitchTrack(np.array(pitch[0].coarse), np.array(pitch[0].f0))
+        shared = await self._acquire()
+        return await asyncio.to_thread(self._synthesize_window, shared, feats, track, window)
+
+    def _synthesize_window(self, shared: Any, feats: np.ndarray, track: Any, window: Any) -> np.ndarray:
+        from rvc_pipeline.stream import synthesize_stream_window
+
+        try:
+            return synthesize_stream_window(shared.voice, feats, track, window)
+        finally:
+            shared.release()
+
     def _synthesize(self, shared: Any, job: Any, times: dict[str, float]) -> tuple[np.ndarray, dict[str, float]]:
         from rvc_pipeline import synthesize_chunk
 

@@ -13,7 +13,7 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
@@ -51,6 +51,8 @@ from .http_utils import (
 from .metrics import ServiceMetrics
 from .registry import get_encoder_registry, get_registry
 from .memory_trace import maybe_trace_python_memory
+from .streaming import serve_stream
+from .ui import ui_response
 from .voice_cache import limit_heap_arenas, release_free_heap
 
 logger = logging.getLogger("ray.serve")
@@ -184,6 +186,7 @@ class Ingress:
         # Error details and /health name files by labels ("<models>/bob.pth"), never by server path.
         self._server_paths = self.catalog.path_labels()
         self.in_flight = 0
+        self.stream_sessions = 0
         self._describe_cache: dict[tuple, dict[str, Any]] = {}
         self._encoder_info: dict[str, Any] | None = None
         self._encoder_infos: dict[str, dict[str, Any]] = {}  # encoder model id -> what its replica described
@@ -316,6 +319,21 @@ class Ingress:
                     "f0_up_key": options.f0_up_key, "auto_key": track.auto_key,
                     "times_s": [round(i / 100, 2) for i in range(f0.shape[0])], "f0_hz": [float(v) for v in f0]}
             return JSONResponse(body, headers=headers)
+
+    @app.websocket("/stream")
+    async def stream(self, websocket: WebSocket) -> None:
+        """A realtime conversion session: JSON settings first, then audio blocks in and out
+        (protocol in serve_app/streaming.py and docs/streaming.md)."""
+        await serve_stream(self, websocket)
+
+    @app.get("/ui", response_class=Response, include_in_schema=False)
+    async def ui_page(self) -> Response:
+        """The browser page: pick a voice, convert a file, or stream the microphone."""
+        return ui_response("index.html")
+
+    @app.get("/ui/{name}", response_class=Response, include_in_schema=False)
+    async def ui_file(self, name: str) -> Response:
+        return ui_response(name)
 
     # ---------------------------------------------------------------- internals
 

@@ -27,6 +27,8 @@ from serve_app.testing import app_args, deploy, start_local_cluster, stop_local_
 TORCH_THREADS = 1
 MAX_UPLOAD_BYTES = 600_000
 MAX_DURATION_S = 12.0
+#: /stream sessions one ingress replica holds (the limit test opens this many, then one more).
+STREAM_SESSIONS = 3
 
 
 @dataclass
@@ -51,7 +53,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def service(ray_cluster, models_dir) -> Service:
     limits = dict(max_upload_bytes=MAX_UPLOAD_BYTES, max_duration_s=MAX_DURATION_S, request_timeout_s=120,
-                  max_in_flight=16, max_tts_chars=200)
+                  max_in_flight=16, max_tts_chars=200, max_stream_sessions=STREAM_SESSIONS)
     url = deploy(app_args(models_dir, limits=limits, torch_threads=TORCH_THREADS), "rvc", ray_cluster)
     return Service(url, models_dir, models_dir / "assets" / "hubert_base")
 
