@@ -153,8 +153,9 @@ def test_push_and_finish_must_alternate():
     window = converter.push(block)
     with pytest.raises(StreamStateError):
         converter.push(block)
-    assert window.audio16k.shape == (settings.window_samples_16k,)
-    assert (window.skip_head, window.return_length) == (30, 15)
+    extended = window.audio16k.shape[0] - settings.window_samples_16k  # the alignment frame, if taken
+    assert extended in (0, 160)
+    assert (window.skip_head, window.return_length) == (30 + extended // 160, 15)
     assert converter.finish(window, None).shape == (settings.block_samples,)  # no output: silence
 
 
@@ -285,3 +286,24 @@ def test_synthesize_window_decodes_a_slice_of_the_full_output(voice_v2):
     hop = voice_v2.hop_length
     assert full.shape == (n_frames * hop,) and part.shape == (15 * hop,)
     np.testing.assert_allclose(part, full[40 * hop : 55 * hop], atol=1e-4)
+
+
+@pytest.mark.parametrize("block_ms, extra_ms", [(250, 1000), (200, 250), (110, 0), (300, 330)])
+def test_every_window_starts_on_the_content_encoders_20_ms_grid(block_ms, extra_ms):
+    """Content frames (20 ms, counted from the window's start) and pitch frames (10 ms) stay on one
+    grid, the offline one: every window starts an even number of 10 ms frames after the stream's
+    start, and skip_head still points at the same audio."""
+    settings = StreamSettings(sample_rate=16000, block_ms=block_ms, extra_ms=extra_ms, crossfade_ms=50,
+                              silence_db=-120)
+    converter = StreamConverter(settings, ECHO_RATE)
+    tone = continuous_tone(6 * block_ms / 1000, 16000)
+    n = settings.block_samples
+    for k in range(6):
+        window = converter.push(tone[k * n:(k + 1) * n])
+        frames = window.audio16k.shape[0] // 160
+        start = (k + 1) * settings.block_frames - frames  # the window's first frame, from the stream's start
+        assert start % 2 == 0
+        assert window.skip_head == settings.skip_head + frames - settings.window_frames
+        decoded = window.audio16k[window.skip_head * 160:][:n]  # the same audio either way
+        np.testing.assert_array_equal(decoded, converter._input16k[-(settings.window_frames - settings.skip_head) * 160:][:n])
+        converter.finish(window, None)
