@@ -46,7 +46,6 @@ async function loadVoices() {
     option.disabled = !usable;
     select.appendChild(option);
   }
-  stats.voices = voices.length;
   $("voices-status").textContent = `${voices.length} voice(s)`;
   const health = await fetch(url("health"), { headers: authHeaders() }).then((r) => r.json()).catch(() => ({}));
   const methods = health.pitch_methods || ["pm", "harvest", "fcpe", "rmvpe"];
@@ -58,6 +57,7 @@ async function loadVoices() {
     methodSelect.appendChild(option);
   }
   methodSelect.value = methods.includes("pm") ? "pm" : methods[0];
+  stats.voices = voices.length; // last: the page is ready once voices and methods are both listed
 }
 
 function conversionFields() {
