@@ -435,16 +435,17 @@ def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig 
     ffn = _need(weights, "enc_p.encoder.ffn_layers.0.conv_1", 3)
     n_spk, gin = _need(weights, "emb_g", 2)
     k_channels = weights["enc_p.encoder.attn_layers.0.emb_rel_k"].shape[-1]  # hidden / n_heads
+    # What every decoder shares: the text encoder's and the speaker embedding's sizes.
+    encoder: dict[str, Any] = dict(
+        inter_channels=int(_need(weights, "enc_p.proj", 3)[0]) // 2,  # proj emits mean and log-scale
+        hidden_channels=int(hidden),
+        filter_channels=int(ffn[0]),
+        n_heads=int(hidden) // int(k_channels),
+        n_layers=_count(weights, "enc_p.encoder.attn_layers."),
+        kernel_size=int(ffn[2]),
+        gin_channels=int(gin),
+    )
     if vocoder != "HiFi-GAN":
-        encoder = dict(
-            inter_channels=int(_need(weights, "enc_p.proj", 3)[0]) // 2,  # proj emits mean and log-scale
-            hidden_channels=int(hidden),
-            filter_channels=int(ffn[0]),
-            n_heads=int(hidden) // int(k_channels),
-            n_layers=_count(weights, "enc_p.encoder.attn_layers."),
-            kernel_size=int(ffn[2]),
-            gin_channels=int(gin),
-        )
         config = _derive_applio_decoder(weights, vocoder, encoder, int(n_spk), hint, sample_rate, spec_channels)
         if not f0:
             raise ValueError(f"the {vocoder} decoder exists only for pitch-guided voices, but the weights have no "
@@ -459,17 +460,11 @@ def _derive_config(weights: Mapping[str, torch.Tensor], hint: SynthesizerConfig 
     conv = "convs1" if resblock == "1" else "convs"
     n_kernels, n_dilations = n_res // n_stages, _count(weights, f"dec.resblocks.0.{conv}.")
     derived: dict[str, Any] = dict(
-        inter_channels=int(_need(weights, "enc_p.proj", 3)[0]) // 2,  # proj emits mean and log-scale
-        hidden_channels=int(hidden),
-        filter_channels=int(ffn[0]),
-        n_heads=int(hidden) // int(k_channels),
-        n_layers=_count(weights, "enc_p.encoder.attn_layers."),
-        kernel_size=int(ffn[2]),
+        encoder,
         resblock=resblock,
         resblock_kernel_sizes=tuple(int(_need(weights, f"dec.resblocks.{j}.{conv}.0", 3)[2]) for j in range(n_kernels)),
         upsample_initial_channel=int(_need(weights, "dec.conv_pre", 3)[0]),
         upsample_kernel_sizes=up_kernels,
-        gin_channels=int(gin),
     )
     tail = _rates_from_noise_convs(weights, n_stages)
     if f0 != (tail is not None):

@@ -54,6 +54,8 @@ __all__ = [
     "StreamSettings",
     "StreamStateError",
     "StreamWindow",
+    "decode_samples",
+    "encode_samples",
     "synthesize_stream_window",
 ]
 
@@ -356,6 +358,21 @@ class StreamEngine(Protocol):
     def run(self, window: StreamWindow) -> np.ndarray: ...
 
 
+def encode_samples(audio: np.ndarray, sample_format: str) -> bytes:
+    """(n,) float audio -> wire bytes (mono little-endian `pcm_s16le` or `f32le`), clipped to [-1, 1]."""
+    clipped = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    if sample_format == "pcm_s16le":
+        return np.round(clipped * (PCM16_SCALE - 1)).astype("<i2").tobytes()
+    return clipped.astype("<f4").tobytes()
+
+
+def decode_samples(data: bytes, sample_format: str) -> np.ndarray:
+    """Wire bytes (mono little-endian `pcm_s16le` or `f32le`) -> (n,) float32 in [-1, 1]."""
+    if sample_format == "pcm_s16le":
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(PCM16_SCALE)
+    return np.frombuffer(data, dtype="<f4").astype(np.float32)
+
+
 def _fade_windows(n: int) -> tuple[np.ndarray, np.ndarray]:
     """sin^2 fade-in over n samples (0 -> 1) and its complement (gui_v1)."""
     fade_in = (np.sin(0.5 * np.pi * np.linspace(0.0, 1.0, n)) ** 2).astype(np.float32)
@@ -431,10 +448,7 @@ class StreamConverter:
             if len(data) != s.bytes_per_block:
                 raise AudioError(f"a block must be {s.bytes_per_block} bytes ({s.block_samples} samples of "
                                  f"{s.sample_format} = {s.block_ms:g} ms at {s.sample_rate} Hz), got {len(data)} bytes")
-            if s.sample_format == "pcm_s16le":
-                audio = np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(PCM16_SCALE)
-            else:
-                audio = np.frombuffer(data, dtype="<f4").astype(np.float32)
+            audio = decode_samples(data, s.sample_format)
         elif isinstance(block, np.ndarray):
             if block.ndim != 1 or block.shape[0] != s.block_samples:
                 raise AudioError(f"a block must have shape ({s.block_samples},) ({s.block_ms:g} ms at "
@@ -453,10 +467,7 @@ class StreamConverter:
 
     def encode(self, block: np.ndarray) -> bytes:
         """(n,) float audio -> bytes of the stream's sample format, clipped to [-1, 1]."""
-        audio = np.clip(np.asarray(block, dtype=np.float32), -1.0, 1.0)
-        if self.settings.sample_format == "pcm_s16le":
-            return np.round(audio * (PCM16_SCALE - 1)).astype("<i2").tobytes()
-        return audio.astype("<f4").tobytes()
+        return encode_samples(block, self.settings.sample_format)
 
     def push(self, block: bytes | np.ndarray) -> StreamWindow | None:
         """Take one input block (bytes of the sample format, or (block_samples,) array at the

@@ -24,10 +24,7 @@ import numpy as np
 from .audio import decode_audio, resample, write_audio
 from .constants import SAMPLE_RATE
 from .errors import RVCError
-
-#: Sample formats on the wire and their numpy dtypes (little-endian mono).
-WIRE_DTYPES = {"pcm_s16le": "<i2", "f32le": "<f4"}
-PCM16_SCALE = 32767.0
+from .stream import SAMPLE_FORMATS, decode_samples, encode_samples
 #: Seconds to wait for the server's answer to the settings.
 CONNECT_TIMEOUT_S = 120.0
 
@@ -47,8 +44,8 @@ class StreamClient:
     def __init__(self, url: str, voice: str, *, sample_rate: int = 48000, sample_format: str = "pcm_s16le",
                  block_ms: float = 250, extra_ms: float = 1000, crossfade_ms: float = 50, silence_db: float = -60,
                  api_key: str | None = None, stats_every: int = 0, **options: Any) -> None:
-        if sample_format not in WIRE_DTYPES:
-            raise ValueError(f"sample_format must be one of {', '.join(WIRE_DTYPES)}, got {sample_format!r}")
+        if sample_format not in SAMPLE_FORMATS:
+            raise ValueError(f"sample_format must be one of {', '.join(SAMPLE_FORMATS)}, got {sample_format!r}")
         self.url = url
         self.start = {"type": "start", "voice": voice, "sample_rate": int(sample_rate), "sample_format": sample_format,
                       "block_ms": block_ms, "extra_ms": extra_ms, "crossfade_ms": crossfade_ms,
@@ -93,17 +90,11 @@ class StreamClient:
 
     def encode(self, block: np.ndarray) -> bytes:
         """(block_samples,) float in [-1, 1] -> wire bytes."""
-        fmt = self.settings["sample_format"]
-        audio = np.clip(np.asarray(block, dtype=np.float32), -1.0, 1.0)
-        if fmt == "pcm_s16le":
-            return np.round(audio * PCM16_SCALE).astype(WIRE_DTYPES[fmt]).tobytes()
-        return audio.astype(WIRE_DTYPES[fmt]).tobytes()
+        return encode_samples(block, self.settings["sample_format"])
 
     def decode(self, data: bytes) -> np.ndarray:
         """Wire bytes -> (n,) float32."""
-        fmt = self.settings["sample_format"]
-        audio = np.frombuffer(data, dtype=WIRE_DTYPES[fmt]).astype(np.float32)
-        return audio / np.float32(PCM16_SCALE + 1) if fmt == "pcm_s16le" else audio
+        return decode_samples(data, self.settings["sample_format"])
 
     def send_block(self, block: np.ndarray) -> None:
         self._socket.send(self.encode(block))

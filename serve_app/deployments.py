@@ -58,6 +58,23 @@ def device_memory(device: str) -> dict[str, float]:
 DEFAULT_VOICES_PER_REPLICA = 2
 
 
+def report_state(replica: Any, what: str) -> None:
+    """Send a replica's `state()` to its registry actor ("voices": the voice registry, "content
+    encoders": the encoder registry), looked up once; /health reads it from there. Never raises:
+    health reporting must not break serving."""
+    try:
+        import ray
+
+        from .registry import get_encoder_registry, get_registry
+
+        if replica._registry is None:
+            get = get_encoder_registry if what == "content encoders" else get_registry
+            replica._registry = get(replica.app_name)
+        replica._registry.report.remote(replica.replica_id, replica.state(), ray.get_runtime_context().current_actor)
+    except Exception as e:
+        logger.warning("could not report %s to the registry: %s", what, e)
+
+
 def batching_enabled(setting: str, device: str) -> bool:
     """Whether a deployment batches across requests: "auto" on a GPU only (on the CPU a batch costs
     what its items cost one by one, and unbatched results are exact), or "on"/"off"."""
@@ -226,16 +243,7 @@ class ContentFeatures:
                     "device": self.device, **device_memory(self.device), **self.stats}
 
     def _report(self) -> None:
-        try:
-            import ray
-
-            from .registry import get_encoder_registry
-
-            if self._registry is None:
-                self._registry = get_encoder_registry(self.app_name)
-            self._registry.report.remote(self.replica_id, self.state(), ray.get_runtime_context().current_actor)
-        except Exception as e:  # health reporting must never break feature extraction
-            logger.warning("could not report content encoders to the registry: %s", e)
+        report_state(self, "content encoders")
 
     def info(self) -> dict[str, Any]:
         """What /health shows as `content_encoder`: the default (contentvec) encoder's label, shape
@@ -465,16 +473,7 @@ class VoiceSynthesizer:
             }
 
     def _report(self) -> None:
-        try:
-            import ray
-
-            from .registry import get_registry
-
-            if self._registry is None:
-                self._registry = get_registry(self.app_name)
-            self._registry.report.remote(self.replica_id, self.state(), ray.get_runtime_context().current_actor)
-        except Exception as e:  # health reporting must never break synthesis
-            logger.warning("could not report voices to the registry: %s", e)
+        report_state(self, "voices")
 
     async def _acquire(self):
         """The request's voice (multiplexed id), registered as in use; release it when done."""

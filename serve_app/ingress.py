@@ -256,14 +256,8 @@ class Ingress:
     async def convert(self, request: Request) -> Response:
         """Convert an uploaded recording into a voice; returns audio in `output_format` (WAV by default)."""
         async with self._request("convert", request) as (timings, key):
-            form = await read_form_limited(request, self.limits.max_upload_bytes)
-            reject_repeated_fields(form)
-            upload = form.get("audio")
-            if not isinstance(upload, UploadFile):
-                raise ServiceError(422, "invalid_request", "form file 'audio' is required")
-            voice_name, options = require_text(form, "voice_name"), parse_options(form, ("audio", "voice_name"))
-            self.access.authorize(key, voice_name)  # 403 before the name is looked up: no voice list leaks
-            ref = self.catalog.find_voice(voice_name)
+            _, upload, voice_name, options = await self._audio_form(request, ("audio", "voice_name"))
+            ref = self._find_voice(key, voice_name)
             data = await upload.read()
             return await self._run(data, ref, options, timings, key)
 
@@ -277,8 +271,7 @@ class Ingress:
             if len(text) > self.limits.max_tts_chars:
                 raise ServiceError(413, "text_too_long", f"text has {len(text)} characters; the limit is {self.limits.max_tts_chars}")
             options = parse_options(form, ("text", "voice_name"))
-            self.access.authorize(key, voice_name)
-            ref = self.catalog.find_voice(voice_name)
+            ref = self._find_voice(key, voice_name)
             started = time.perf_counter()
             data = await speak(text, timeout_s=self.limits.request_timeout_s)
             timings["tts"] = time.perf_counter() - started
@@ -290,19 +283,13 @@ class Ingress:
         this voice with these options would use: after the key, auto_key, autotune and f0_curve.
         Edit it and send it back as `f0_curve`."""
         async with self._request("pitch", request) as (timings, key):
-            form = await read_form_limited(request, self.limits.max_upload_bytes)
-            upload = form.get("audio")
-            if not isinstance(upload, UploadFile):
-                raise ServiceError(422, "invalid_request", "form file 'audio' is required")
-            voice_name, options = require_text(form, "voice_name"), parse_options(form, ("audio", "voice_name", "format"))
+            form, upload, voice_name, options = await self._audio_form(request, ("audio", "voice_name", "format"))
             reply_format = (form.get("format") or "json").strip().lower()
             if reply_format not in ("json", "csv"):
                 raise ServiceError(422, "invalid_request", f"format must be json or csv, got {reply_format[:20]!r}")
-            self.access.authorize(key, voice_name)
-            ref = self.catalog.find_voice(voice_name)
+            ref = self._find_voice(key, voice_name)
             data = await upload.read()
-            synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
-            info = await synth.describe.remote()
+            info = await self._voice_handle(ref).describe.remote()
             if not info["f0"]:
                 raise ServiceError(422, "no_pitch_guidance",
                                    f"voice {ref.name!r} has no pitch guidance: its conversions use no F0 curve")
@@ -393,19 +380,12 @@ class Ingress:
     async def _convert(self, data: bytes, ref: Any, options: Any, timings: dict[str, float],
                        key: Any) -> tuple[bytes, dict[str, str]]:
         """The encoded audio and the extra response headers (X-Auto-Key when auto_key is on)."""
-        # The model id names the voice's files as they are now: a voice replaced on disk is a new model.
-        synth = self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
+        synth = self._voice_handle(ref)
         describe = synth.describe.remote()  # loads the voice while the audio decodes
         refs: list[Any] = [describe]
         synthesized: list[Any] = []
         try:
-            # The voice's own content encoder (its checkpoint's embedder_model; a cached read): 409 naming
-            # the file to add when it is missing, else loaded (multiplexed by name) alongside the voice.
-            encoder_ref = await asyncio.to_thread(self._voice_encoder, ref)
-            if not encoder_ref.present:
-                raise CheckpointError(encoder_ref.problem)
-            encoder_id = voice_model_id(encoder_ref.name, encoder_ref.fingerprint)
-            content = self.content.options(multiplexed_model_id=encoder_id)
+            content, encoder_id = await self._encoder_handle(ref)  # loaded alongside the voice
             encoder_info = content.describe.remote()
             refs.append(encoder_info)
             audio16k = await _timed(timings, "decode", decode_audio, data, max_duration_s=self.limits.max_duration_s)
@@ -413,8 +393,7 @@ class Ingress:
             if options.formant_shift != 1:
                 audio16k = await _timed(timings, "formant", shape_input, audio16k, options)
             info = await describe
-            self._encoder_infos[encoder_id] = await encoder_info
-            self._check_encoder_info(ref.name, info["version"], self._encoder_infos[encoder_id])
+            await self._accept_encoder(ref.name, info["version"], encoder_id, encoder_info)
             chunking = info["chunking"]  # the synthesis replica's rule (its device and precision)
             prepared = await _timed(timings, "prepare", prepare, audio16k, chunking)
             pitch = (self.pitch.estimate.remote(prepared.padded, options, prepared.input_start_frame)
@@ -452,6 +431,43 @@ class Ingress:
         if self._encoder_info is None:
             self._encoder_info = await asyncio.wait_for(self.content.info.remote(), 30)
         return self._encoder_info
+
+    async def _audio_form(self, request: Request, own_fields: tuple[str, ...]) -> tuple[Any, UploadFile, str, Any]:
+        """(form, the `audio` upload, voice_name, ConversionOptions) of a route that takes a recording:
+        413 over the size limit, 422 for a repeated field or a missing `audio` or `voice_name`, the
+        options parsed from every field but `own_fields` (422/400 as `parse_options` says)."""
+        form = await read_form_limited(request, self.limits.max_upload_bytes)
+        reject_repeated_fields(form)
+        upload = form.get("audio")
+        if not isinstance(upload, UploadFile):
+            raise ServiceError(422, "invalid_request", "form file 'audio' is required")
+        return form, upload, require_text(form, "voice_name"), parse_options(form, own_fields)
+
+    def _find_voice(self, key: Any, voice_name: str) -> Any:
+        """The voice's VoiceRef: 403 when the key may not use the name, checked before the name is
+        looked up (so no voice list leaks), then 404 for an unknown or unsafe name."""
+        self.access.authorize(key, voice_name)
+        return self.catalog.find_voice(voice_name)
+
+    def _voice_handle(self, ref: Any) -> DeploymentHandle:
+        """VoiceSynthesizer for the voice's files as they are now (its model id names them: a voice
+        replaced on disk is a new model)."""
+        return self.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
+
+    async def _encoder_handle(self, ref: Any) -> tuple[DeploymentHandle, str]:
+        """ContentFeatures for the voice's own encoder (its checkpoint's embedder_model; a cached read)
+        and that encoder's model id; 409 naming the file to add when it is missing."""
+        encoder_ref = await asyncio.to_thread(self._voice_encoder, ref)
+        if not encoder_ref.present:
+            raise CheckpointError(encoder_ref.problem)
+        encoder_id = voice_model_id(encoder_ref.name, encoder_ref.fingerprint)
+        return self.content.options(multiplexed_model_id=encoder_id), encoder_id
+
+    async def _accept_encoder(self, voice_name: str, version: str, encoder_id: str, encoder_info: Any) -> None:
+        """Keep what the encoder's replica described (for /voices), then 409 naming the fix if it cannot
+        make this voice's features."""
+        self._encoder_infos[encoder_id] = await encoder_info
+        self._check_encoder_info(voice_name, version, self._encoder_infos[encoder_id])
 
     def _check_encoder_info(self, voice_name: str, version: str, encoder: dict[str, Any]) -> None:
         """409 naming the fix when the voice's content encoder cannot make this voice's features."""

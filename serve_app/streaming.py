@@ -33,7 +33,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from rvc_pipeline.errors import AudioError, CheckpointError, OptionError, OptionParseError
 from rvc_pipeline.stream import StreamConverter, StreamSettings, StreamWindow
 
-from .deployments import voice_model_id
 from .http_utils import ServiceError, hide_server_paths, to_service_error
 
 logger = logging.getLogger("ray.serve")
@@ -173,16 +172,12 @@ class StreamSession:
     async def _open_voice(self, name: str) -> dict[str, Any]:
         """Authorize, find and load a voice (and its content encoder): what each block needs."""
         ingress = self.ingress
-        ingress.access.authorize(self.key, name)
-        ref = ingress.catalog.find_voice(name)
-        synth = ingress.synth.options(multiplexed_model_id=voice_model_id(ref.name, ref.fingerprint))
-        encoder_ref = await asyncio.to_thread(ingress._voice_encoder, ref)
-        if not encoder_ref.present:
-            raise CheckpointError(encoder_ref.problem)
-        encoder_id = voice_model_id(encoder_ref.name, encoder_ref.fingerprint)
-        content = ingress.content.options(multiplexed_model_id=encoder_id)
-        info, encoder_info = await asyncio.gather(synth.describe.remote(), content.describe.remote())
-        ingress._check_encoder_info(ref.name, info["version"], encoder_info)
+        ref = ingress._find_voice(self.key, name)
+        synth = ingress._voice_handle(ref)
+        content, encoder_id = await ingress._encoder_handle(ref)
+        describe, encoder_info = synth.describe.remote(), content.describe.remote()  # both load at once
+        info = await describe
+        await ingress._accept_encoder(ref.name, info["version"], encoder_id, encoder_info)
         return {"name": ref.name, "synth": synth, "content": content, "version": info["version"],
                 "f0": info["f0"], "sample_rate": info["sample_rate"]}
 
