@@ -64,6 +64,7 @@ from serve_app.testing import (  # sets RAY_AUTH_MODE before anything imports Ra
     list_replicas,
     post_convert,
     proxy_pids,
+    resident_parts_mb,
     rss_mb,
     start_local_cluster,
     stop_local_service,
@@ -84,8 +85,11 @@ MEMORY_GROWTH_LIMIT_MB = 50.0
 #: and then stayed within a few MB, so a shorter warm-up fits that one-time rise as a slope.
 WARMUP_CONVERSIONS = 60
 SAMPLE_EVERY = 10
-#: Steepest RSS trend that passes (MB per 100 conversions), for every replica and the proxy.
+#: Steepest trend of private memory that passes (MB per 100 conversions), for every replica and the proxy.
 SLOPE_LIMIT_MB_PER_100 = 1.0
+#: The part of resident memory the limits apply to (`resident_parts_mb`), and all the parts reported.
+LEAK_KIND = "private"
+MEMORY_KINDS = ("total", "private", "shared", "files")
 #: Conversions after warm-up that a slope must be fitted over to count.
 MIN_SLOPE_CONVERSIONS = 300
 #: Default conversions of the memory scenario: warm-up plus the slope window.
@@ -262,15 +266,16 @@ def slope_ok(slope_mb_per_100: float, limit: float = SLOPE_LIMIT_MB_PER_100) -> 
 
 
 def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: int = WARMUP_CONVERSIONS) -> Section:
-    """Sequential conversions; RSS of every replica and the proxy after warm-up and every SAMPLE_EVERY
-    after; per process the growth and the least-squares slope (MB per 100 conversions)."""
+    """Sequential conversions; resident memory of every replica and the proxy, split by kind
+    (`resident_parts_mb`), after warm-up and every SAMPLE_EVERY after; per process the growth and
+    the least-squares slope (MB per 100 conversions) of each kind."""
     from ray import serve
 
     app = "rel_memory"
     url = deploy(app_args(models_dir), app, base_url)
     audio = wav_bytes(voiced_clip(CLIP_SECONDS))
     warmup = min(warmup, max(conversions // 2, 1))
-    samples: dict[int, dict[str, float]] = {}
+    samples: dict[int, dict[str, dict[str, float]]] = {}
     labels: dict[str, int] = {}
     outcomes: list[Outcome] = []
     started = time.monotonic()
@@ -283,7 +288,7 @@ def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: i
                     labels = {f"{r.deployment} {r.replica_id}": r.pid for r in list_replicas(app)}
                     labels.update(proxy_pids())
                 if i >= warmup and ((i - warmup) % SAMPLE_EVERY == 0 or i == conversions):
-                    samples[i] = {label: rss_mb(pid) for label, pid in labels.items()}
+                    samples[i] = {label: resident_parts_mb(pid) for label, pid in labels.items()}
                 if i % 50 == 0:
                     print(f"  {i}/{conversions} conversions, {time.monotonic() - started:.0f} s", flush=True)
     finally:
@@ -291,14 +296,20 @@ def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: i
     first, last = min(samples), max(samples)
     window = last - first
     counts = sorted(samples)
+
+    def series(label: str, kind: str) -> list[float]:
+        return [samples[i][label][kind] for i in counts]
+
     rows, worst, slopes = [], 0.0, {}
     for label in labels:
-        growth = samples[last][label] - samples[first][label]
-        peak = max(s[label] for s in samples.values())
+        growth = samples[last][label][LEAK_KIND] - samples[first][label][LEAK_KIND]
         worst = max(worst, growth) if label != "proxy" else worst
-        slopes[label] = rss_slope(counts, [samples[i][label] for i in counts])
-        rows.append([label, f"{samples[first][label]:.0f}", f"{samples[last][label]:.0f}", f"{peak:.0f}",
-                     f"{growth:+.1f}", f"{slopes[label]:+.2f}", "PASS" if slope_ok(slopes[label]) else "FAIL"])
+        kind_slopes = {kind: rss_slope(counts, series(label, kind)) for kind in MEMORY_KINDS}
+        slopes[label] = kind_slopes[LEAK_KIND]
+        rows.append([label, f"{samples[first][label]['total']:.0f}", f"{samples[last][label]['total']:.0f}",
+                     f"{samples[first][label][LEAK_KIND]:.0f}", f"{samples[last][label][LEAK_KIND]:.0f}",
+                     f"{growth:+.1f}", *[f"{kind_slopes[kind]:+.2f}" for kind in MEMORY_KINDS],
+                     "PASS" if slope_ok(slopes[label]) else "FAIL"])
     steepest = max(slopes, key=lambda k: slopes[k] if math.isfinite(slopes[k]) else math.inf)
     ok = sum(o.kind == "ok" for o in outcomes)
     seconds = [o.seconds for o in outcomes if o.kind == "ok"]
@@ -307,12 +318,16 @@ def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: i
               and all(slope_ok(v) for v in slopes.values()))
     lines = [
         f"{conversions} conversions in a row of a {CLIP_SECONDS} s clip, voices {', '.join(VOICES)} and pitch methods "
-        f"{', '.join(PITCH_METHODS)} in rotation; RSS (MB) of each replica process and of Serve's HTTP proxy sampled "
-        f"after conversion {first} (warm-up) and every {SAMPLE_EVERY} conversions up to {last}. Targets: replica growth "
-        f"under {MEMORY_GROWTH_LIMIT_MB:.0f} MB, and for every process (the proxy included) a least-squares RSS slope of "
-        f"at most {SLOPE_LIMIT_MB_PER_100:g} MB per 100 conversions, fitted over all {len(samples)} samples "
-        f"({window} conversions; at least {MIN_SLOPE_CONVERSIONS} count). The slope is what catches a slow leak: "
-        f"1 MB per 100 conversions is 10 MB per thousand, far under the growth limit over a short run.",
+        f"{', '.join(PITCH_METHODS)} in rotation. Resident memory (MB) of each replica process and of Serve's HTTP "
+        f"proxy, split by what backs the pages (Linux /proc/<pid>/status: `private` = RssAnon, the process's own "
+        f"heap; `shared` = RssShmem, chiefly Ray's object store in /dev/shm; `files` = RssFile, mapped libraries), "
+        f"sampled after conversion {first} (warm-up) and every {SAMPLE_EVERY} conversions up to {last}. Targets, on "
+        f"private memory, where a leak grows: replica growth under {MEMORY_GROWTH_LIMIT_MB:.0f} MB, and for every "
+        f"process (the proxy included) a least-squares slope of at most {SLOPE_LIMIT_MB_PER_100:g} MB per 100 "
+        f"conversions, fitted over all {len(samples)} samples ({window} conversions; at least "
+        f"{MIN_SLOPE_CONVERSIONS} count). The slope is what catches a slow leak: 1 MB per 100 conversions is 10 MB "
+        f"per thousand, far under the growth limit over a short run. The total (RSS) and its other parts are "
+        f"shown beside it.",
         "",
         f"Requests: {summarize(outcomes)}; latency p50 {percentile(seconds, 50):.2f} s, p95 {percentile(seconds, 95):.2f} s.",
         "",
@@ -321,12 +336,17 @@ def scenario_memory(base_url: str, models_dir: Path, conversions: int, warmup: i
         lines += [f"**The slope window ({window} conversions) is shorter than {MIN_SLOPE_CONVERSIONS}: "
                   f"the slopes are shown but the scenario cannot pass.** Run with --conversions "
                   f"{warmup + MIN_SLOPE_CONVERSIONS} or more.", ""]
-    lines += table(["process", f"RSS after {first}", f"RSS after {last}", "peak", "growth (MB)",
-                    "slope (MB per 100 conversions)", f"slope <= {SLOPE_LIMIT_MB_PER_100:g}"], rows)
-    lines += table(["after conversion"] + list(labels), [[i] + [f"{v:.0f}" for v in s.values()] for i, s in sorted(samples.items())])
-    summary = (f"{ok}/{conversions} ok; steepest RSS slope {slopes[steepest]:+.2f} MB/100 conversions ({steepest.split()[0]}; "
-               f"limit {SLOPE_LIMIT_MB_PER_100:g}, over {window} conversions); worst replica growth {worst:+.1f} MB "
-               f"(limit {MEMORY_GROWTH_LIMIT_MB:.0f})")
+    lines += table(["process", f"RSS after {first}", f"RSS after {last}", f"private after {first}",
+                    f"private after {last}", "private growth (MB)",
+                    *[f"slope: {kind} (MB per 100 conversions)" for kind in MEMORY_KINDS],
+                    f"private slope <= {SLOPE_LIMIT_MB_PER_100:g}"], rows)
+    lines += ["Samples, MB (RSS total / private / shared):", ""]
+    lines += table(["after conversion"] + list(labels),
+                   [[i] + [f"{v['total']:.1f} / {v['private']:.1f} / {v['shared']:.1f}" for v in s.values()]
+                    for i, s in sorted(samples.items())])
+    summary = (f"{ok}/{conversions} ok; steepest private-memory slope {slopes[steepest]:+.2f} MB/100 conversions "
+               f"({steepest.split()[0]}; limit {SLOPE_LIMIT_MB_PER_100:g}, over {window} conversions); worst replica "
+               f"private growth {worst:+.1f} MB (limit {MEMORY_GROWTH_LIMIT_MB:.0f})")
     return Section("memory", passed, summary, lines)
 
 

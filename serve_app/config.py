@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 
 class Autoscaling(BaseModel):
@@ -37,10 +37,19 @@ class DeploymentSettings(BaseModel):
     max_ongoing_requests: int = Field(16, ge=1, description="concurrent requests per replica")
     max_queued_requests: int = Field(-1, description="queued requests per caller before 503 (-1: unbounded)")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="seconds a stopping replica may finish its requests")
+    allocator: Literal["jemalloc", "system"] = Field(
+        "system", description="C heap allocator of the replicas: system (glibc's malloc) or jemalloc (the copy Ray "
+        "ships, preloaded): flat memory over long runs, but slower heavy torch work (docs/performance.md, bench_allocator)")
 
     def deployment_options(self, *, gpu_available: bool) -> dict:
-        """Keyword arguments for `Deployment.options(...)`."""
+        """Keyword arguments for `Deployment.options(...)`; the allocator's environment variables go
+        into the replicas' runtime environment (merged by Ray with the application's own env_vars)."""
+        from .heap import allocator_env
+
         actor: dict = {"num_cpus": self.num_cpus}
+        env_vars = allocator_env(self.allocator)
+        if env_vars:
+            actor["runtime_env"] = {"env_vars": env_vars}
         if gpu_available and self.num_gpus > 0:
             actor["num_gpus"] = self.num_gpus
         if self.resources:
@@ -71,6 +80,18 @@ class ServiceLimits(BaseModel):
     stream_idle_timeout_s: float = Field(30.0, gt=0, description="a /stream session that sends nothing this long is closed")
     max_stream_message_bytes: int = Field(1 << 20, ge=1024, description="largest /stream message (audio block or JSON); "
                                           "close code 1009 beyond")
+
+
+#: Each deployment's defaults; a config that sets some of a deployment's keys keeps the rest.
+#: The ingress and ContentFeatures run on jemalloc: on glibc their private memory crept up
+#: (docs/reliability.md), and their work costs little more on jemalloc; a whole conversion (synthesis
+#: and pitch) ran much slower (docs/performance.md, bench_allocator), so those stay on glibc.
+DEPLOYMENT_DEFAULTS = {
+    "ingress": DeploymentSettings(num_cpus=0.5, max_ongoing_requests=32, allocator="jemalloc"),
+    "content": DeploymentSettings(num_cpus=0.5, num_gpus=0.2, max_ongoing_requests=32, allocator="jemalloc"),
+    "pitch": DeploymentSettings(num_cpus=0.5, num_gpus=0.1, max_ongoing_requests=16),
+    "synthesizer": DeploymentSettings(num_cpus=0.5, num_gpus=0.3, max_ongoing_requests=16),
+}
 
 
 class AppArgs(BaseModel):
@@ -109,10 +130,19 @@ class AppArgs(BaseModel):
     cors_origins: list[str] = Field(
         default_factory=list, description="browser origins allowed to call the API (CORS); empty: same-origin only")
     limits: ServiceLimits = ServiceLimits()
-    ingress: DeploymentSettings = DeploymentSettings(num_cpus=0.5, max_ongoing_requests=32)
-    content: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.2, max_ongoing_requests=32)
-    pitch: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.1, max_ongoing_requests=16)
-    synthesizer: DeploymentSettings = DeploymentSettings(num_cpus=0.5, num_gpus=0.3, max_ongoing_requests=16)
+    ingress: DeploymentSettings = DEPLOYMENT_DEFAULTS["ingress"]
+    content: DeploymentSettings = DEPLOYMENT_DEFAULTS["content"]
+    pitch: DeploymentSettings = DEPLOYMENT_DEFAULTS["pitch"]
+    synthesizer: DeploymentSettings = DEPLOYMENT_DEFAULTS["synthesizer"]
+
+    @field_validator("ingress", "content", "pitch", "synthesizer", mode="before")
+    @classmethod
+    def _over_deployment_defaults(cls, value: object, info: ValidationInfo) -> object:
+        """A partial mapping (`content: {graceful_shutdown_timeout_s: 30}`) changes only the keys it
+        names: the deployment's own defaults (GPU fraction, concurrency, allocator) stay."""
+        if isinstance(value, dict):
+            return {**DEPLOYMENT_DEFAULTS[info.field_name].model_dump(), **value}
+        return value
 
 
 def _type_text(annotation: object) -> str:

@@ -19,7 +19,7 @@ from ray import serve
 from .assets import catalog_for
 from .config import AppArgs
 from .memory_trace import maybe_trace_python_memory
-from .voice_cache import limit_heap_arenas, release_free_heap
+from .heap import limit_heap_arenas, release_free_heap, running_allocator
 
 #: Separates a voice's name from its files' fingerprint in a multiplexed model id.
 MODEL_ID_SEPARATOR = "@"
@@ -83,7 +83,7 @@ def batching_enabled(setting: str, device: str) -> bool:
 
 def _setup_torch(args: AppArgs):
     """Same thread counts as an in-process run with these settings (float sums depend on them);
-    also caps the C heap's arenas, so resident memory levels off early (see voice_cache)."""
+    also caps the C heap's arenas, so resident memory levels off early (see serve_app/heap.py)."""
     import torch
 
     limit_heap_arenas()
@@ -240,7 +240,7 @@ class ContentFeatures:
             if self._preloaded is not None:
                 held.append({**self._preloaded.info, "preloaded": True})
             return {"replica": self.replica_id, "loaded_encoders": [e["name"] for e in held], "encoders": held,
-                    "device": self.device, **device_memory(self.device), **self.stats}
+                    "device": self.device, "allocator": running_allocator(), **device_memory(self.device), **self.stats}
 
     def _report(self) -> None:
         report_state(self, "content encoders")
@@ -272,7 +272,7 @@ class ContentFeatures:
             feats = extract_features(encoder, chunk_audio, version)
             return feats, time.perf_counter() - started
         finally:
-            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
+            release_free_heap()  # keeps resident memory flat between requests (see serve_app/heap.py)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def extract_batch(self, loadeds: list[LoadedEncoder], chunks: list[np.ndarray],
@@ -342,7 +342,7 @@ class PitchExtractor:
             track = estimate_pitch(np.array(padded), self.estimator, options, input_start_frame=input_start_frame)
             return track, time.perf_counter() - started
         finally:
-            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
+            release_free_heap()  # keeps resident memory flat between requests (see serve_app/heap.py)
 
 
 def _chunk_job(features: tuple, pitch: Optional[tuple], chunk: Any, chunk_samples: int, options: Any,
@@ -468,6 +468,7 @@ class VoiceSynthesizer:
                 "loaded_voices": [v["name"] for v in voices],
                 "voices": voices,
                 "device": self.device,
+                "allocator": running_allocator(),
                 **device_memory(self.device),
                 **self.stats,
             }
@@ -554,7 +555,7 @@ class VoiceSynthesizer:
             return audio, {**times, "synthesize": time.perf_counter() - started}
         finally:
             shared.release()
-            release_free_heap()  # keeps resident memory flat between requests (see voice_cache)
+            release_free_heap()  # keeps resident memory flat between requests (see serve_app/heap.py)
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
     async def synthesize_batch(self, shareds: list[Any], jobs: list[Any]) -> list[tuple[np.ndarray, float]]:

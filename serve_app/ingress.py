@@ -53,7 +53,7 @@ from .registry import get_encoder_registry, get_registry
 from .memory_trace import maybe_trace_python_memory
 from .streaming import serve_stream
 from .ui import ui_response
-from .voice_cache import limit_heap_arenas, release_free_heap
+from .heap import limit_heap_arenas, release_free_heap, running_allocator
 
 logger = logging.getLogger("ray.serve")
 
@@ -175,7 +175,7 @@ class Ingress:
 
         from rvc_pipeline.warmup import warm_up_edges
 
-        limit_heap_arenas()  # resident memory levels off early (see voice_cache)
+        limit_heap_arenas()  # resident memory levels off early (see serve_app/heap.py)
         maybe_trace_python_memory("Ingress")
         torch.set_num_threads(args.torch_threads)
         self.content, self.pitch, self.synth = content, pitch, synth
@@ -231,6 +231,7 @@ class Ingress:
             "synthesis_replicas": synthesis,
             "voices_per_replica": self.args.voices_per_replica,
             "in_flight": self.in_flight,
+            "allocator": running_allocator(),  # the ingress's C heap; each replica reports its own
         }
         if content is not None and not isinstance(content, BaseException) and content.get("missing"):
             body["status"] = "degraded"

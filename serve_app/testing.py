@@ -5,7 +5,7 @@
 - a private local Ray cluster with Serve on a free port (`start_local_cluster`,
   `start_local_service`, `stop_local_service`) and apps on it (`app_args`, `deploy`,
   `wait_healthy`);
-- live replicas with their process and node (`list_replicas`, `proxy_pids`, `rss_mb`,
+- live replicas with their process and node (`list_replicas`, `proxy_pids`, `rss_mb`, `resident_parts_mb`,
   `deployment_state`) and a background sampler of replica counts (`ReplicaSampler`);
 - HTTP clients that classify every answer (`Outcome`, `post_convert`, `LoadLoop`) and
   `wait_for`.
@@ -152,11 +152,12 @@ def wait_healthy(url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> dict:
 def app_args(models_dir: Path, *, limits: Optional[dict] = None, synth: Optional[dict] = None,
              ingress: Optional[dict] = None, **fields: Any):
     """AppArgs for a CPU app with small replicas (0.25 CPU each, 1 torch thread); dicts override
-    fields of the limits and deployments, `fields` those of AppArgs itself."""
-    from serve_app.config import AppArgs, DeploymentSettings, ServiceLimits
+    fields of the limits and deployments (over each deployment's own defaults, such as the
+    ingress's allocator), `fields` those of AppArgs itself."""
+    from serve_app.config import AppArgs, ServiceLimits
 
-    def deployment(**extra: Any) -> DeploymentSettings:
-        return DeploymentSettings(**{"num_cpus": 0.25, "graceful_shutdown_timeout_s": 2, **extra})
+    def deployment(**extra: Any) -> dict[str, Any]:
+        return {"num_cpus": 0.25, "graceful_shutdown_timeout_s": 2, **extra}
 
     return AppArgs(**{
         "models_dir": str(models_dir), "device": "cpu", "torch_threads": 1, "voices_per_replica": 2,
@@ -261,6 +262,35 @@ def rss_mb(pid: int) -> float:
         return psutil.Process(pid).memory_info().rss / MB
     except psutil.Error:
         return float("nan")
+
+
+#: The parts of resident memory Linux reports in /proc/<pid>/status, by what backs the pages.
+RESIDENT_KINDS = {
+    "RssAnon": "private",  # the process's own heap and stacks: where a leak grows
+    "RssFile": "files",  # mapped files (libraries, model files), paged in as code paths are first used
+    "RssShmem": "shared",  # shared memory: Ray's object store (/dev/shm) and IPC buffers, counted in every mapper
+}
+
+
+def resident_parts_mb(pid: int) -> dict[str, float]:
+    """Resident memory of a local process split as `RESIDENT_KINDS` plus "total", in MB.
+
+    Linux only (nan parts elsewhere, and all nan if the process is gone). The split matters for
+    leak checks: pages of Ray's object store become resident in each process that reads or writes
+    an object there, so a process's RSS rises as the store's allocator moves through it, without
+    the process owning that memory.
+    """
+    parts = {kind: float("nan") for kind in RESIDENT_KINDS.values()}
+    parts["total"] = rss_mb(pid)
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in RESIDENT_KINDS:
+                    parts[RESIDENT_KINDS[key]] = int(value.split()[0]) * 1024 / MB
+    except (OSError, ValueError):
+        pass
+    return parts
 
 
 def deployment_state(app: str, deployment: str) -> str:

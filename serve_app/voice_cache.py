@@ -8,12 +8,12 @@ eviction marks it, and memory is released (voice.close(), gc, CUDA cache, C heap
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import gc
 import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
+
+from .heap import release_free_heap
 
 
 class SharedVoice:
@@ -113,41 +113,3 @@ def _empty_cuda_cache() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Optional[Callable[[int], int]]:
-    """glibc's `malloc_trim`, or None where the C library has none (macOS, musl)."""
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-#: glibc's mallopt parameter for the most heap arenas (malloc.h M_ARENA_MAX).
-M_ARENA_MAX = -8
-#: Arenas a replica may use. glibc's default is 8 per core: every new worker thread (Serve's
-#: and asyncio's pools start them on demand) gets an arena of its own that then keeps freed
-#: blocks, so resident memory climbs for hundreds of requests before it levels off.
-REPLICA_MALLOC_ARENAS = 2
-
-
-def limit_heap_arenas(arenas: int = REPLICA_MALLOC_ARENAS) -> bool:
-    """Cap glibc's heap arenas for the threads this process starts from now on (mallopt
-    M_ARENA_MAX); False where the C library has no mallopt (macOS, musl)."""
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):
-        return False
-
-
-def release_free_heap() -> None:
-    """Hand the C heap's free pages back to the OS (glibc `malloc_trim(0)`; a no-op elsewhere).
-
-    A synthesis step allocates and frees a few hundred MB of activations; glibc keeps
-    freed blocks in its arenas, so without this a replica's resident memory swings by
-    that much from request to request and looks like a leak to anyone watching it.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

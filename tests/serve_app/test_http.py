@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from rvc_pipeline import load_voice
 from rvc_pipeline.audio import decode_audio, encode_wav
 from rvc_pipeline.testing.audio import tone, wav_bytes
+from serve_app.heap import bundled_jemalloc
 
 from .conftest import MAX_UPLOAD_BYTES, read_wav
 
@@ -95,6 +97,12 @@ def test_health_and_docs(service):
     assert body["status"] == "ok" and body["device"] == "cpu"
     assert body["content_encoder"]["hidden_size"] == 768
     assert {"pm", "harvest", "dio"} <= set(body["pitch_methods"])
+    # The ingress and ContentFeatures run on the jemalloc Ray ships (serve_app/heap.py), where Ray's
+    # Linux wheel has it; synthesis on glibc.
+    jemalloc = "jemalloc" if bundled_jemalloc() is not None and sys.platform.startswith("linux") else "system"
+    assert body["allocator"] == jemalloc
+    assert [r["allocator"] for r in body["content_replicas"]] == [jemalloc]
+    assert [r["allocator"] for r in body["synthesis_replicas"]] == ["system"]
     assert httpx.get(f"{service.url}/docs", timeout=30).status_code == 200
     spec = httpx.get(f"{service.url}/openapi.json", timeout=30).json()
     assert "/convert" in spec["paths"] and "/tts" in spec["paths"]

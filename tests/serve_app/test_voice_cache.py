@@ -69,7 +69,7 @@ ARENA_PROBE = r"""
 import ctypes, re, sys, tempfile, threading
 libc = ctypes.CDLL("libc.so.6")
 if sys.argv[1] == "limit":
-    from serve_app.voice_cache import limit_heap_arenas
+    from serve_app.heap import limit_heap_arenas
     assert limit_heap_arenas(2)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
