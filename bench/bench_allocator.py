@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -88,10 +87,9 @@ def child(repeat: int, clip_seconds: float) -> dict:
 
 
 def run_child(allocator: str, repeat: int, clip_seconds: float) -> dict:
-    from serve_app.heap import allocator_env
+    from serve_app.heap import process_env_with
 
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    env.update(allocator_env(allocator))  # type: ignore[arg-type]
+    env = process_env_with(allocator)  # type: ignore[arg-type]
     done = subprocess.run([sys.executable, "-m", "bench.bench_allocator", "--child", "--repeat", str(repeat),
                            "--clip-seconds", str(clip_seconds)], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, check=True)

@@ -11,6 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
+from .heap import Allocator, allocator_env
+
 
 class Autoscaling(BaseModel):
     """Ray Serve autoscaling for one deployment (replaces `num_replicas`)."""
@@ -37,15 +39,13 @@ class DeploymentSettings(BaseModel):
     max_ongoing_requests: int = Field(16, ge=1, description="concurrent requests per replica")
     max_queued_requests: int = Field(-1, description="queued requests per caller before 503 (-1: unbounded)")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="seconds a stopping replica may finish its requests")
-    allocator: Literal["jemalloc", "system"] = Field(
+    allocator: Allocator = Field(
         "system", description="C heap allocator of the replicas: system (glibc's malloc) or jemalloc (the copy Ray "
         "ships, preloaded): flat memory over long runs, but slower heavy torch work (docs/performance.md, bench_allocator)")
 
     def deployment_options(self, *, gpu_available: bool) -> dict:
         """Keyword arguments for `Deployment.options(...)`; the allocator's environment variables go
         into the replicas' runtime environment (merged by Ray with the application's own env_vars)."""
-        from .heap import allocator_env
-
         actor: dict = {"num_cpus": self.num_cpus}
         env_vars = allocator_env(self.allocator)
         if env_vars:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Literal, Optional
 
@@ -30,6 +31,8 @@ Allocator = Literal["jemalloc", "system"]
 #: jemalloc's settings in the replicas: a background thread returns freed pages to the OS
 #: (after jemalloc's default 10 s decay) even while a replica is idle.
 REPLICA_JEMALLOC_CONF = "background_thread:true"
+#: The environment variables `allocator_env` may set.
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "MALLOC_CONF")
 #: jemalloc's mallctl name that purges every arena's unused dirty pages (MALLCTL_ARENAS_ALL = 4096).
 JEMALLOC_PURGE_ALL = b"arena.4096.purge"
 
@@ -58,6 +61,13 @@ def allocator_env(allocator: Allocator) -> dict[str, str]:
                        "replicas use the system allocator (set allocator: system to silence this)")
         return {}
     return {"LD_PRELOAD": str(library), "MALLOC_CONF": REPLICA_JEMALLOC_CONF}
+
+
+def process_env_with(allocator: Allocator) -> dict[str, str]:
+    """This process's environment for a child process that should run on `allocator`: any
+    inherited ALLOCATOR_VARIABLES dropped, then `allocator_env`'s set."""
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_VARIABLES}
+    return {**env, **allocator_env(allocator)}
 
 
 @functools.lru_cache(maxsize=1)

@@ -273,23 +273,24 @@ RESIDENT_KINDS = {
 
 
 def resident_parts_mb(pid: int) -> dict[str, float]:
-    """Resident memory of a local process split as `RESIDENT_KINDS` plus "total", in MB.
+    """Resident memory of a local process split as `RESIDENT_KINDS` plus "total" (VmRSS), in MB,
+    from one read of /proc/<pid>/status.
 
-    Linux only (nan parts elsewhere, and all nan if the process is gone). The split matters for
-    leak checks: pages of Ray's object store become resident in each process that reads or writes
-    an object there, so a process's RSS rises as the store's allocator moves through it, without
-    the process owning that memory.
+    Linux only (elsewhere the parts are nan and "total" is psutil's RSS; all nan if the process
+    is gone). The split matters for leak checks: pages of Ray's object store become resident in
+    each process that reads or writes an object there, so a process's RSS rises as the store's
+    allocator moves through it, without the process owning that memory.
     """
-    parts = {kind: float("nan") for kind in RESIDENT_KINDS.values()}
-    parts["total"] = rss_mb(pid)
+    fields = {**RESIDENT_KINDS, "VmRSS": "total"}
+    parts = {kind: float("nan") for kind in fields.values()}
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
                 key, _, value = line.partition(":")
-                if key in RESIDENT_KINDS:
-                    parts[RESIDENT_KINDS[key]] = int(value.split()[0]) * 1024 / MB
+                if key in fields:
+                    parts[fields[key]] = int(value.split()[0]) * 1024 / MB
     except (OSError, ValueError):
-        pass
+        parts["total"] = rss_mb(pid)
     return parts
 
 
